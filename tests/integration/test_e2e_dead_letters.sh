@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Events that cannot be pushed go to the dead-letter topic with their
+# original bytes and a specific reason, and the events after them in the
+# same partition are still pushed.
+set -eu
+. "$(dirname "$0")/lib.sh"
+
+EX=$CALLPUSH_SRC/schemas/examples
+KEY=call-dlq-test   # one key: every message lands in the same partition
+start_kafka
+start_apns
+start_worker worker
+wait_assigned worker || { fail "worker got no partitions"; finish; }
+
+mkdir -p "$T/in"
+n=0
+add() { # add NAME: copies stdin to the next numbered input file
+    n=$((n + 1))
+    cat >"$T/in/$(printf %03d "$n")-$1"
+}
+
+fresh "$EX/valid/invite-call-flow.json" | add good-first.json
+for f in "$EX"/invalid/*.json; do
+    # Invalid examples may be invalid because of created_at: keep them
+    # byte for byte.
+    add "$(basename "$f")" <"$f"
+done
+printf 'not json at all' | add not-json.txt
+printf '\xff\xfe{"type":"invite"}' | add bad-utf8.txt
+printf '' | add empty.txt
+# Valid, but its payload cannot fit in 4096 bytes even without a body.
+$PY - "$EX/valid/invite-call-flow.json" <<'PYEOF' | add too-large.json
+import json, sys, time
+d = json.load(open(sys.argv[1]))
+d["created_at"] = int(time.time() * 1000)
+d["_j_msgid"] = 18101194842707001
+d["extras"] = {"k%02d" % i: "x" * 200 for i in range(25)}
+print(json.dumps(d, separators=(",", ":")))
+PYEOF
+$PY - "$EX/valid/invite-call-flow.json" <<'PYEOF' | add good-last.json
+import json, sys, time
+d = json.load(open(sys.argv[1]))
+d["created_at"] = int(time.time() * 1000)
+d["_j_msgid"] = 18101194842707999
+print(json.dumps(d, separators=(",", ":")))
+PYEOF
+
+BAD=$((n - 2))
+for f in "$T"/in/*; do
+    produce call.invite "$KEY" "$f"
+done
+
+wait_until 60 accepted_ge 2 || fail "good events not pushed"
+wait_until 60 topic_ge call.dlq "$BAD" ||
+    fail "dead letters missing"
+consume_all call.dlq >"$T/dlq.jsonl"
+
+$PY - "$T" "$BAD" <<'PYEOF' && ok "each bad event dead-lettered once, bytes and reason intact" || fail "dead letters wrong (see above)"
+import json, os, sys
+
+t, bad = sys.argv[1], int(sys.argv[2])
+files = sorted(os.listdir(t + "/in"))
+inputs = [open(t + "/in/" + f, "rb").read() for f in files]
+dlq = [json.loads(l) for l in open(t + "/dlq.jsonl", encoding="utf-8", errors="surrogateescape")]
+errors = []
+if len(dlq) != bad:
+    errors.append("%d dead letters, want %d" % (len(dlq), bad))
+seen = set()
+for m in dlq:
+    hdr = {}
+    for i in range(0, len(m.get("headers") or []), 2):
+        hdr[m["headers"][i]] = m["headers"][i + 1]
+    reason = hdr.get("callpush-reason", "")
+    off = int(hdr.get("callpush-source-offset", "-1"))
+    if hdr.get("callpush-source-topic") != "call.invite":
+        errors.append("source topic header: %r" % hdr)
+    if not (1 <= off <= bad):
+        errors.append("offset %d not one of the bad events" % off)
+        continue
+    seen.add(off)
+    name = files[off]
+    want = inputs[off]
+    got = (m.get("payload") or "").encode("utf-8", "surrogateescape")
+    if name not in ("bad-utf8.txt",) and not name.endswith("bad-utf8.txt") and got != want:
+        errors.append("%s: value changed: %r" % (name, got[:60]))
+    if not reason:
+        errors.append("%s: no reason" % name)
+    print("  %-40s %s" % (name, reason))
+    if name.endswith("too-large.json") and not reason.startswith("payload:"):
+        errors.append("too-large: reason %r" % reason)
+    if name.endswith("not-json.txt") and "not JSON" not in reason:
+        errors.append("not-json: reason %r" % reason)
+if len(seen) != bad:
+    errors.append("dead letters for offsets %s" % sorted(seen))
+for e in errors:
+    print("  " + e)
+sys.exit(1 if errors else 0)
+PYEOF
+
+check "the good events before and after were both pushed" $PY -c '
+import json, sys
+ids = [json.loads(json.loads(l)["body"])["_j_msgid"] for l in open(sys.argv[1])
+       if json.loads(l)["status"] == 200]
+assert sorted(ids) == [18101194842707757, 18101194842707999], ids
+' "$T/apns.jsonl"
+check "dead letters are logged with their reason" test \
+    "$(log_count worker '"outcome":"dead_lettered"')" -eq "$BAD"
+check "reasons are distinct per rule" $PY -c '
+import json, sys
+r = [json.loads(l)["reason"] for l in open(sys.argv[1])
+     if json.loads(l).get("outcome") == "dead_lettered"]
+assert len(set(r)) >= len(r) * 0.8, r
+' "$T/worker.log"
+finish

@@ -1,0 +1,555 @@
+#define _DEFAULT_SOURCE
+#include "apns.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#include "util.h"
+
+/* An APNs error body is {"reason":"…","timestamp":…}: anything longer is
+ * not from APNs and is cut. */
+#define APNS_BODY_MAX 512
+#define APNS_MAX_ATTEMPTS 8
+#define APNS_BACKOFF_BASE_MS 200
+#define APNS_BACKOFF_MAX_MS 5000
+#define APNS_URL_MAX 512
+
+struct apns_req {
+    struct apns_push push;
+    struct apns *owner;
+    CURL *easy;
+    struct curl_slist *headers;
+    char url[APNS_URL_MAX];
+    char errbuf[CURL_ERROR_SIZE];
+
+    /* The answer to the current attempt. */
+    char body[APNS_BODY_MAX];
+    size_t body_len;
+    char resp_id[40];
+    char reason[APNS_REASON_MAX];
+    int attempts;
+    int fresh_connect;
+
+    int64_t retry_at; /* monotonic ms, while waiting to retry */
+    struct apns_req *next;
+};
+
+struct apns {
+    struct apns_opts opts;
+    apns_done_fn *done;
+    CURLM *multi;
+    CURL *idle; /* one spare easy handle, reused by the next push */
+    struct apns_req *retries; /* waiting for their back-off, by retry_at */
+    size_t inflight;
+    char auth[1024]; /* "authorization: bearer <JWT>" */
+    int64_t auth_iat;
+};
+
+static const struct {
+    int status;
+    const char *reason; /* NULL: any reason with that status */
+    enum apns_action action;
+} apns_table[] = {
+    {400, "BadDeviceToken", APNS_INVALIDATE},
+    {400, "DeviceTokenNotForTopic", APNS_INVALIDATE},
+    {400, "IdleTimeout", APNS_RECONNECT},
+    {400, NULL, APNS_FIX},
+    {403, "ExpiredProviderToken", APNS_REFRESH},
+    {403, "UnrelatedKeyIdInToken", APNS_RECONNECT},
+    {403, NULL, APNS_FIX},
+    {404, NULL, APNS_FIX},
+    {405, NULL, APNS_FIX},
+    {410, NULL, APNS_INVALIDATE},
+    {413, NULL, APNS_FIX},
+    {429, "TooManyProviderTokenUpdates", APNS_RECONNECT},
+    {429, NULL, APNS_RETRY},
+    {500, NULL, APNS_RETRY},
+    {503, "Shutdown", APNS_RECONNECT},
+    {503, NULL, APNS_RETRY},
+};
+
+enum apns_action
+apns_classify(int status, const char *reason)
+{
+    size_t i;
+
+    if (status == 200) {
+        return APNS_DELIVERED;
+    }
+    if (status == 0) {
+        /* No answer at all: the connection or the deadline failed. */
+        return APNS_RECONNECT;
+    }
+    for (i = 0; i < UTIL_ARRAY_LEN(apns_table); i++) {
+        if (apns_table[i].status != status) {
+            continue;
+        }
+        if (apns_table[i].reason == NULL ||
+            (reason != NULL && strcmp(apns_table[i].reason, reason) == 0)) {
+            return apns_table[i].action;
+        }
+    }
+    /* A status Apple does not document: a 5xx is the server's trouble,
+     * anything else is ours. */
+    return status >= 500 ? APNS_RETRY : APNS_FIX;
+}
+
+const char *
+apns_action_name(enum apns_action action)
+{
+    switch (action) {
+    case APNS_DELIVERED:
+        return "delivered";
+    case APNS_FIX:
+        return "fix";
+    case APNS_INVALIDATE:
+        return "invalidate";
+    case APNS_RETRY:
+        return "retry";
+    case APNS_RECONNECT:
+        return "reconnect";
+    case APNS_REFRESH:
+        return "refresh";
+    }
+    return "unknown";
+}
+
+struct apns *
+apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
+{
+    struct apns *a;
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        snprintf(err, APNS_ERR_MAX, "libcurl failed to initialise");
+        return NULL;
+    }
+    if (!(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
+        snprintf(err, APNS_ERR_MAX, "libcurl was built without HTTP/2");
+        return NULL;
+    }
+    a = xcalloc(1, sizeof(*a));
+    a->opts = *opts;
+    a->done = done;
+    a->multi = curl_multi_init();
+    curl_multi_setopt(a->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
+                      (long)opts->connections);
+    /* APNs advertises up to 1000 concurrent streams per connection;
+     * libcurl's own default of 100 would hold the rest back. */
+    curl_multi_setopt(a->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L);
+    return a;
+}
+
+static void
+req_free(struct apns_req *r)
+{
+    curl_slist_free_all(r->headers);
+    free(r);
+}
+
+void
+apns_free(struct apns *a)
+{
+    struct apns_req *r, *next;
+
+    if (a == NULL) {
+        return;
+    }
+    for (r = a->retries; r != NULL; r = next) {
+        next = r->next;
+        req_free(r);
+    }
+    if (a->idle != NULL) {
+        curl_easy_cleanup(a->idle);
+    }
+    curl_multi_cleanup(a->multi);
+    free(a);
+}
+
+static size_t
+on_body(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct apns_req *r = userp;
+    size_t n = size * nmemb;
+    size_t room = sizeof(r->body) - 1 - r->body_len;
+
+    memcpy(r->body + r->body_len, data, n < room ? n : room);
+    r->body_len += n < room ? n : room;
+    r->body[r->body_len] = '\0';
+    return n;
+}
+
+static size_t
+on_header(char *data, size_t size, size_t nmemb, void *userp)
+{
+    struct apns_req *r = userp;
+    size_t n = size * nmemb;
+    static const char name[] = "apns-id:";
+    size_t len;
+    const char *v;
+
+    if (n < sizeof(name) || strncasecmp(data, name, sizeof(name) - 1) != 0) {
+        return n;
+    }
+    v = data + sizeof(name) - 1;
+    len = n - (sizeof(name) - 1);
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    while (len > 0 &&
+           (v[len - 1] == '\r' || v[len - 1] == '\n' || v[len - 1] == ' ')) {
+        len--;
+    }
+    if (len < sizeof(r->resp_id)) {
+        memcpy(r->resp_id, v, len);
+        r->resp_id[len] = '\0';
+    }
+    return n;
+}
+
+/* The authorization header, re-signed by the jwt module when due. */
+static const char *
+apns_auth(struct apns *a, char *err)
+{
+    const char *token = jwt_token(a->opts.jwt, util_now_ms() / 1000, err);
+
+    if (token == NULL) {
+        return NULL;
+    }
+    if (jwt_issued_at(a->opts.jwt) != a->auth_iat || a->auth[0] == '\0') {
+        snprintf(a->auth, sizeof(a->auth), "authorization: bearer %s", token);
+        a->auth_iat = jwt_issued_at(a->opts.jwt);
+    }
+    return a->auth;
+}
+
+/* Every header line fits: the longest value is a 255-byte topic. */
+#define APNS_HEADER_MAX 320
+
+static struct curl_slist *
+slist_add(struct curl_slist *list, const char *line)
+{
+    struct curl_slist *h = curl_slist_append(list, line);
+
+    if (h == NULL) {
+        /* Only an allocation can fail here; treat it as xmalloc does. */
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"out of memory\"}\n");
+        abort();
+    }
+    return h;
+}
+
+static struct curl_slist *
+req_headers(const struct apns_push *p, const char *auth)
+{
+    struct curl_slist *h = NULL;
+    char line[APNS_HEADER_MAX];
+
+    h = slist_add(h, auth);
+    snprintf(line, sizeof(line), "apns-push-type: %s", p->push_type);
+    h = slist_add(h, line);
+    snprintf(line, sizeof(line), "apns-topic: %s", p->topic);
+    h = slist_add(h, line);
+    snprintf(line, sizeof(line), "apns-priority: %d", p->priority);
+    h = slist_add(h, line);
+    snprintf(line, sizeof(line), "apns-id: %s", p->apns_id);
+    h = slist_add(h, line);
+    snprintf(line, sizeof(line), "apns-expiration: %lld",
+             (long long)p->expiration);
+    h = slist_add(h, line);
+    if (p->collapse_id != NULL) {
+        snprintf(line, sizeof(line), "apns-collapse-id: %s", p->collapse_id);
+        h = slist_add(h, line);
+    }
+    /* libcurl would otherwise label the body as a form. */
+    h = slist_add(h, "content-type: application/json");
+    return h;
+}
+
+static CURL *
+easy_get(struct apns *a)
+{
+    CURL *easy = a->idle;
+
+    if (easy != NULL) {
+        a->idle = NULL;
+        curl_easy_reset(easy);
+        return easy;
+    }
+    easy = curl_easy_init();
+    if (easy == NULL) {
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"out of memory\"}\n");
+        abort();
+    }
+    return easy;
+}
+
+static void
+easy_put(struct apns *a, CURL *easy)
+{
+    if (a->idle == NULL) {
+        a->idle = easy;
+        return;
+    }
+    curl_easy_cleanup(easy);
+}
+
+static int
+req_start(struct apns_req *r)
+{
+    struct apns *a = r->owner;
+    const struct apns_push *p = &r->push;
+    char err[JWT_ERR_MAX];
+    const char *auth;
+    CURL *e;
+
+    auth = apns_auth(a, err);
+    if (auth == NULL) {
+        return -1;
+    }
+    snprintf(r->url, sizeof(r->url), "%s/3/device/%s",
+             p->sandbox ? a->opts.sandbox_url : a->opts.production_url,
+             p->token);
+    curl_slist_free_all(r->headers);
+    r->headers = req_headers(p, auth);
+    r->body_len = 0;
+    r->body[0] = '\0';
+    r->resp_id[0] = '\0';
+    r->errbuf[0] = '\0';
+    r->attempts++;
+
+    e = easy_get(a);
+    r->easy = e;
+    curl_easy_setopt(e, CURLOPT_URL, r->url);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, p->body);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)p->body_len);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->headers);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)a->opts.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)a->opts.timeout_ms);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)r->fresh_connect);
+    if (a->opts.ca_file != NULL) {
+        curl_easy_setopt(e, CURLOPT_CAINFO, a->opts.ca_file);
+    }
+    r->fresh_connect = 0;
+    if (curl_multi_add_handle(a->multi, e) != CURLM_OK) {
+        r->easy = NULL;
+        easy_put(a, e);
+        return -1;
+    }
+    return 0;
+}
+
+/* Inserts r into the retry list, which is kept sorted by retry_at. */
+static void
+retry_insert(struct apns *a, struct apns_req *r)
+{
+    struct apns_req **pp = &a->retries;
+
+    while (*pp != NULL && (*pp)->retry_at <= r->retry_at) {
+        pp = &(*pp)->next;
+    }
+    r->next = *pp;
+    *pp = r;
+}
+
+int
+apns_submit(struct apns *a, const struct apns_push *push)
+{
+    struct apns_req *r = xcalloc(1, sizeof(*r));
+
+    r->push = *push;
+    r->owner = a;
+    a->inflight++;
+
+    /* Every push starts from the retry list with no delay, so the done
+     * callback can never fire inside apns_submit(). */
+    r->retry_at = util_mono_ms();
+    retry_insert(a, r);
+    return 0;
+}
+
+/* Exponential back-off with jitter: a random delay between half and all of
+ * base * 2^(attempt-1), capped, so many pushes failing together do not
+ * come back together. */
+static int64_t
+backoff_ms(int attempt)
+{
+    int64_t d = APNS_BACKOFF_BASE_MS;
+    int i;
+
+    for (i = 1; i < attempt && d < APNS_BACKOFF_MAX_MS; i++) {
+        d *= 2;
+    }
+    if (d > APNS_BACKOFF_MAX_MS) {
+        d = APNS_BACKOFF_MAX_MS;
+    }
+    return d / 2 + random() % (d / 2 + 1);
+}
+
+static void
+req_done(struct apns_req *r, enum apns_action action, int status,
+         int64_t timestamp_ms, int gave_up)
+{
+    struct apns *a = r->owner;
+    struct apns_result res;
+
+    res.action = action;
+    res.status = status;
+    res.reason = r->reason;
+    res.apns_id = r->resp_id[0] != '\0' ? r->resp_id : r->push.apns_id;
+    res.timestamp_ms = timestamp_ms;
+    res.attempts = r->attempts;
+    res.gave_up = gave_up;
+    a->inflight--;
+    a->done(r->push.ctx, &r->push, &res);
+    req_free(r);
+}
+
+static void
+req_finish(struct apns_req *r, int status, const char *reason,
+           int64_t timestamp_ms)
+{
+    enum apns_action action = apns_classify(status, reason);
+    int64_t delay, now_wall;
+
+    util_strlcpy(r->reason, reason, sizeof(r->reason));
+    if (action != APNS_RETRY && action != APNS_RECONNECT &&
+        action != APNS_REFRESH) {
+        req_done(r, action, status, timestamp_ms, 0);
+        return;
+    }
+
+    /* NEEDSWORK: a REFRESH should force a new provider token once, and
+     * RECONNECT should retire the connection for every stream on it, not
+     * only open a fresh one for this request. */
+    delay = backoff_ms(r->attempts);
+    now_wall = util_now_ms();
+    if (r->attempts >= APNS_MAX_ATTEMPTS ||
+        now_wall + delay >= r->push.give_up_ms) {
+        req_done(r, action, status, timestamp_ms, 1);
+        return;
+    }
+    r->fresh_connect = action != APNS_RETRY;
+    r->retry_at = util_mono_ms() + delay;
+    retry_insert(r->owner, r);
+}
+
+/* Reads the outcome of one finished transfer. */
+static void
+req_complete(struct apns_req *r, CURLcode code)
+{
+    struct apns *a = r->owner;
+    long status = 0;
+    int64_t timestamp_ms = 0;
+    char reason[APNS_REASON_MAX] = "";
+
+    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(a->multi, r->easy);
+    easy_put(a, r->easy);
+    r->easy = NULL;
+
+    if (code != CURLE_OK) {
+        util_strlcpy(
+            reason, r->errbuf[0] != '\0' ? r->errbuf : curl_easy_strerror(code),
+            sizeof(reason));
+        req_finish(r, 0, reason, 0);
+        return;
+    }
+    if (status != 200 && r->body_len > 0) {
+        cJSON *j = cJSON_Parse(r->body);
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "reason");
+
+        if (cJSON_IsString(v)) {
+            util_strlcpy(reason, v->valuestring, sizeof(reason));
+        }
+        v = cJSON_GetObjectItemCaseSensitive(j, "timestamp");
+        if (cJSON_IsNumber(v)) {
+            timestamp_ms = (int64_t)v->valuedouble;
+        }
+        cJSON_Delete(j);
+    }
+    req_finish(r, (int)status, reason, timestamp_ms);
+}
+
+static void
+start_due(struct apns *a)
+{
+    int64_t now = util_mono_ms();
+    char reason[APNS_REASON_MAX];
+
+    while (a->retries != NULL && a->retries->retry_at <= now) {
+        struct apns_req *r = a->retries;
+
+        a->retries = r->next;
+        r->next = NULL;
+        if (r->attempts > 0 && util_now_ms() >= r->push.give_up_ms) {
+            req_done(r, apns_classify(0, NULL), 0, 0, 1);
+            continue;
+        }
+        if (req_start(r) < 0) {
+            snprintf(reason, sizeof(reason),
+                     "cannot start the request (provider token or "
+                     "transfer setup failed)");
+            util_strlcpy(r->reason, reason, sizeof(r->reason));
+            req_done(r, APNS_FIX, 0, 0, 0);
+        }
+    }
+}
+
+void
+apns_run(struct apns *a)
+{
+    int running;
+    CURLMsg *msg;
+    int left;
+
+    start_due(a);
+    curl_multi_perform(a->multi, &running);
+    while ((msg = curl_multi_info_read(a->multi, &left)) != NULL) {
+        struct apns_req *r;
+
+        if (msg->msg != CURLMSG_DONE) {
+            continue;
+        }
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
+        req_complete(r, msg->data.result);
+    }
+    /* Retries scheduled with no delay start on the next pass. */
+}
+
+void
+apns_wait(struct apns *a, struct curl_waitfd *extra, unsigned nextra,
+          int timeout_ms)
+{
+    if (a->retries != NULL) {
+        int64_t due = a->retries->retry_at - util_mono_ms();
+
+        if (due < timeout_ms) {
+            timeout_ms = due < 0 ? 0 : (int)due;
+        }
+    }
+    curl_multi_poll(a->multi, extra, nextra, timeout_ms, NULL);
+}
+
+size_t
+apns_inflight(const struct apns *a)
+{
+    return a->inflight;
+}

@@ -1,0 +1,112 @@
+/*
+ * apns: the HTTP/2 client that delivers pushes to APNs.
+ *
+ * Requests are multiplexed as streams over a few long-lived TLS
+ * connections (libcurl multi, CURLPIPE_MULTIPLEX); no thread and no
+ * connection per push. The module authenticates with a shared provider
+ * token (jwt.h), gives every request its own deadline, classifies each
+ * answer by the table of Apple's documented statuses and reasons, and
+ * retries the transient ones with exponential back-off and jitter until
+ * the push's give-up time. The caller hears about each push exactly once,
+ * through the done callback, with its final result.
+ *
+ * The module knows nothing of Kafka or of calls: "give up at" is the only
+ * call semantics it sees.
+ *
+ * Ownership: the caller keeps every string and the body of a struct
+ * apns_push alive until the push's done callback has run.
+ *
+ * Thread safety: loop thread only; the done callback runs inside
+ * apns_run() on that thread.
+ */
+#ifndef CALLPUSH_APNS_H
+#define CALLPUSH_APNS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <curl/curl.h>
+
+#include "jwt.h"
+
+#define APNS_ERR_MAX 256
+#define APNS_REASON_MAX 128
+
+#define APNS_PRODUCTION_URL "https://api.push.apple.com"
+#define APNS_SANDBOX_URL "https://api.sandbox.push.apple.com"
+
+/* What an answer asks of the sender (apns.md, "Responses"). */
+enum apns_action {
+    APNS_DELIVERED,  /* 200: APNs accepted it */
+    APNS_FIX,        /* the request or configuration is wrong: never retry */
+    APNS_INVALIDATE, /* the device token is dead: report it */
+    APNS_RETRY,      /* transient: retry after a back-off */
+    APNS_RECONNECT,  /* retry on a new connection */
+    APNS_REFRESH     /* the provider token expired: new token, retry */
+};
+
+struct apns_opts {
+    const char *production_url; /* base URL, no trailing slash */
+    const char *sandbox_url;
+    const char *ca_file; /* NULL: the system's CA store */
+    int connections;     /* per host */
+    int timeout_ms;      /* one attempt's deadline */
+    struct jwt *jwt;
+};
+
+struct apns_push {
+    const char *token;       /* hex device token */
+    const char *apns_id;     /* lowercase UUID, the same on every retry */
+    const char *collapse_id; /* NULL for none */
+    const char *topic;
+    const char *push_type; /* "alert", "voip", ... */
+    int priority;
+    int64_t expiration; /* UNIX seconds */
+    int sandbox;        /* 1: the sandbox host */
+    const char *body;
+    size_t body_len;
+    int64_t give_up_ms; /* wall clock: no attempt starts after it */
+    void *ctx;          /* the caller's */
+};
+
+struct apns_result {
+    enum apns_action action;
+    int status;           /* HTTP status; 0 when no answer came */
+    const char *reason;   /* APNs reason or transport error; "" on 200 */
+    const char *apns_id;  /* as APNs echoed it, or the request's */
+    int64_t timestamp_ms; /* 410's "timestamp", else 0 */
+    int attempts;
+    int gave_up; /* 1: stopped retrying at give_up_ms */
+};
+
+typedef void apns_done_fn(void *ctx, const struct apns_push *push,
+                          const struct apns_result *res);
+
+struct apns;
+
+struct apns *apns_new(const struct apns_opts *opts, apns_done_fn *done,
+                      char *err);
+void apns_free(struct apns *a);
+
+/* Queues a push. Returns 0; the done callback fires later, never from
+ * inside this call. */
+int apns_submit(struct apns *a, const struct apns_push *push);
+
+/* Waits up to timeout_ms for socket activity, a due retry, or one of the
+ * caller's extra descriptors, then returns. */
+void apns_wait(struct apns *a, struct curl_waitfd *extra, unsigned nextra,
+               int timeout_ms);
+
+/* Moves every transfer forward, starts due retries, and runs the done
+ * callback for each push that reached its final result. */
+void apns_run(struct apns *a);
+
+/* Pushes submitted and not yet done (including those waiting to retry). */
+size_t apns_inflight(const struct apns *a);
+
+/* The action for an HTTP status and APNs reason (pure; for tests too). */
+enum apns_action apns_classify(int status, const char *reason);
+
+const char *apns_action_name(enum apns_action action);
+
+#endif

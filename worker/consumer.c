@@ -1,0 +1,405 @@
+#include "consumer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ledger.h"
+#include "log.h"
+#include "producer.h"
+#include "util.h"
+
+struct part {
+    struct ledger *ledger;
+    uint32_t generation;
+    int assigned;
+    int dirty; /* watermark moved since the last store */
+};
+
+struct lane {
+    const char *topic;
+    struct part *parts;
+    int32_t nparts;
+};
+
+struct consumer {
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *queue;
+    struct lane lanes[LANE_COUNT];
+    int nlanes; /* 1 when invites and cancels share one topic */
+    int assigned;
+    int dirty;
+};
+
+static int
+lane_of(const struct consumer *c, const char *topic)
+{
+    int i;
+
+    for (i = 0; i < c->nlanes; i++) {
+        if (strcmp(c->lanes[i].topic, topic) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+static struct part *
+part_get(struct consumer *c, int lane, int32_t partition)
+{
+    struct lane *l = &c->lanes[lane];
+
+    if (partition >= l->nparts) {
+        int32_t n = partition + 1;
+
+        l->parts = xrealloc(l->parts, (size_t)n * sizeof(*l->parts));
+        memset(l->parts + l->nparts, 0,
+               (size_t)(n - l->nparts) * sizeof(*l->parts));
+        l->nparts = n;
+    }
+    if (l->parts[partition].ledger == NULL) {
+        l->parts[partition].ledger = ledger_new();
+    }
+    return &l->parts[partition];
+}
+
+static void
+log_partitions(const char *msg, const rd_kafka_topic_partition_list_t *list)
+{
+    struct buf *line = log_begin(LOG_INFO, msg);
+    int i;
+
+    if (line == NULL) {
+        return;
+    }
+    buf_adds(line, ",\"partitions\":[");
+    for (i = 0; i < list->cnt; i++) {
+        buf_addf(line, "%s{\"topic\":", i ? "," : "");
+        buf_json_strz(line, list->elems[i].topic);
+        buf_addf(line, ",\"partition\":%d}", (int)list->elems[i].partition);
+    }
+    buf_addc(line, ']');
+    log_end(line);
+}
+
+/* Marks each listed partition as (un)assigned and starts a new generation,
+ * so tickets from before the change are ignored. */
+static void
+mark_partitions(struct consumer *c, const rd_kafka_topic_partition_list_t *list,
+                int assigned)
+{
+    int i;
+
+    for (i = 0; i < list->cnt; i++) {
+        int lane = lane_of(c, list->elems[i].topic);
+        struct part *p;
+
+        if (lane < 0) {
+            continue;
+        }
+        p = part_get(c, lane, list->elems[i].partition);
+        p->generation++;
+        p->dirty = 0;
+        ledger_reset(p->ledger);
+        if (p->assigned != assigned) {
+            c->assigned += assigned ? 1 : -1;
+        }
+        p->assigned = assigned;
+    }
+}
+
+static void
+on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
+             rd_kafka_topic_partition_list_t *list, void *opaque)
+{
+    struct consumer *c = opaque;
+    rd_kafka_resp_err_t cerr;
+
+    if (code == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        mark_partitions(c, list, 1);
+        rd_kafka_assign(rk, list);
+        log_partitions("partitions assigned", list);
+        return;
+    }
+
+    /* Revoked (or the group failed): commit what is final now, while the
+     * partitions are still ours, so the next owner starts right after it. */
+    consumer_store(c);
+    cerr = rd_kafka_commit(rk, NULL, 0);
+    if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
+        cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        log_msg(LOG_WARN, "commit on revocation failed", "%s",
+                rd_kafka_err2str(cerr));
+    }
+    mark_partitions(c, list, 0);
+    rd_kafka_assign(rk, NULL);
+    log_partitions("partitions revoked", list);
+}
+
+static void
+on_log(const rd_kafka_t *rk, int level, const char *fac, const char *text)
+{
+    enum log_level lv = level <= 3   ? LOG_ERROR
+                        : level == 4 ? LOG_WARN
+                        : level <= 6 ? LOG_INFO
+                                     : LOG_DEBUG;
+    struct buf *line = log_begin_limited(lv, "kafka", text);
+
+    if (line == NULL) {
+        return;
+    }
+    log_str(line, "facility", fac);
+    log_str(line, "detail", text);
+    log_end(line);
+}
+
+static void
+on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
+{
+    struct buf *line =
+        log_begin_limited(LOG_WARN, "kafka consumer error", reason);
+
+    if (line == NULL) {
+        return;
+    }
+    log_str(line, "code", rd_kafka_err2name((rd_kafka_resp_err_t)code));
+    log_str(line, "detail", reason);
+    log_end(line);
+}
+
+static int
+conf_set_all(rd_kafka_conf_t *conf, const char *const (*kv)[2], size_t n,
+             char *msg, size_t msglen)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (rd_kafka_conf_set(conf, kv[i][0], kv[i][1], msg, msglen) !=
+            RD_KAFKA_CONF_OK) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+consumer_conf(rd_kafka_conf_t *conf, const struct config *cfg, char *msg,
+              size_t msglen)
+{
+    /* Defaults an operator may tune with CALLPUSH_KAFKA_*. */
+    static const char *const tunable[][2] = {
+        {"auto.commit.interval.ms", "1000"},
+        {"auto.offset.reset", "earliest"},
+        {"queued.min.messages", "20000"},
+    };
+    /* What the commit rule and the lanes depend on: applied after the
+     * operator's properties, so they cannot be overridden by mistake. */
+    static const char *const fixed[][2] = {
+        {"enable.auto.commit", "true"},
+        {"enable.auto.offset.store", "false"},
+        /* The range assignor gives one member the same partition numbers
+         * of both topics, so a call's invite and cancel meet there. */
+        {"partition.assignment.strategy", "range"},
+    };
+
+    if (conf_set_all(conf, tunable, UTIL_ARRAY_LEN(tunable), msg, msglen) <
+            0 ||
+        kafka_conf_apply(conf, cfg, msg, msglen) < 0 ||
+        conf_set_all(conf, fixed, UTIL_ARRAY_LEN(fixed), msg, msglen) < 0 ||
+        rd_kafka_conf_set(conf, "group.id", cfg->group, msg, msglen) !=
+            RD_KAFKA_CONF_OK) {
+        return -1;
+    }
+    return 0;
+}
+
+struct consumer *
+consumer_new(const struct config *cfg, int wake_fd, char *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *topics;
+    struct consumer *c = xcalloc(1, sizeof(*c));
+    char msg[CONSUMER_ERR_MAX / 2];
+    rd_kafka_resp_err_t code;
+    int i;
+
+    c->lanes[LANE_INVITE].topic = cfg->invite_topic;
+    c->lanes[LANE_CANCEL].topic = cfg->cancel_topic;
+    c->nlanes = strcmp(cfg->invite_topic, cfg->cancel_topic) == 0 ? 1 : 2;
+
+    if (consumer_conf(conf, cfg, msg, sizeof(msg)) < 0) {
+        snprintf(err, CONSUMER_ERR_MAX, "consumer: %s", msg);
+        goto fail;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, msg, sizeof(msg));
+    if (c->rk == NULL) {
+        snprintf(err, CONSUMER_ERR_MAX, "consumer: %s", msg);
+        goto fail;
+    }
+    conf = NULL;
+    rd_kafka_poll_set_consumer(c->rk);
+    rd_kafka_set_log_queue(c->rk, NULL);
+    c->queue = rd_kafka_queue_get_consumer(c->rk);
+    rd_kafka_queue_io_event_enable(c->queue, wake_fd, "c", 1);
+
+    topics = rd_kafka_topic_partition_list_new(c->nlanes);
+    for (i = 0; i < c->nlanes; i++) {
+        rd_kafka_topic_partition_list_add(topics, c->lanes[i].topic,
+                                          RD_KAFKA_PARTITION_UA);
+    }
+    code = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(err, CONSUMER_ERR_MAX, "consumer: subscribe: %s",
+                 rd_kafka_err2str(code));
+        goto fail;
+    }
+    return c;
+
+fail:
+    if (conf != NULL) {
+        rd_kafka_conf_destroy(conf);
+    }
+    consumer_free(c);
+    return NULL;
+}
+
+rd_kafka_message_t *
+consumer_next(struct consumer *c, struct consumer_ticket *t)
+{
+    rd_kafka_message_t *m;
+
+    while ((m = rd_kafka_consumer_poll(c->rk, 0)) != NULL) {
+        struct part *p;
+        int lane;
+
+        if (m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                on_error(c->rk, m->err, rd_kafka_message_errstr(m), c);
+            }
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        lane = lane_of(c, rd_kafka_topic_name(m->rkt));
+        if (lane < 0) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        p = part_get(c, lane, m->partition);
+        if (ledger_track(p->ledger, m->offset) < 0) {
+            /* The partition was rewound under us (a seek or an offset
+             * reset): what was in flight will be read again. */
+            ledger_reset(p->ledger);
+            p->generation++;
+            ledger_track(p->ledger, m->offset);
+        }
+        t->lane = (enum consumer_lane)lane;
+        t->partition = m->partition;
+        t->offset = m->offset;
+        t->generation = p->generation;
+        return m;
+    }
+    return NULL;
+}
+
+void
+consumer_done(struct consumer *c, const struct consumer_ticket *t)
+{
+    struct part *p = part_get(c, t->lane, t->partition);
+    int64_t before;
+
+    if (p->generation != t->generation || !p->assigned) {
+        return;
+    }
+    before = ledger_commit_offset(p->ledger);
+    ledger_done(p->ledger, t->offset);
+    if (ledger_commit_offset(p->ledger) != before) {
+        p->dirty = 1;
+        c->dirty = 1;
+    }
+}
+
+void
+consumer_store(struct consumer *c)
+{
+    rd_kafka_topic_partition_list_t *list;
+    int lane;
+    int32_t i;
+
+    if (!c->dirty) {
+        return;
+    }
+    c->dirty = 0;
+    list = rd_kafka_topic_partition_list_new(8);
+    for (lane = 0; lane < c->nlanes; lane++) {
+        struct lane *l = &c->lanes[lane];
+
+        for (i = 0; i < l->nparts; i++) {
+            struct part *p = &l->parts[i];
+
+            if (!p->dirty) {
+                continue;
+            }
+            p->dirty = 0;
+            rd_kafka_topic_partition_list_add(list, l->topic, i)->offset =
+                ledger_commit_offset(p->ledger);
+        }
+    }
+    if (list->cnt > 0) {
+        rd_kafka_offsets_store(c->rk, list);
+    }
+    rd_kafka_topic_partition_list_destroy(list);
+}
+
+int
+consumer_assigned(const struct consumer *c)
+{
+    return c->assigned;
+}
+
+const char *
+consumer_lane_topic(const struct consumer *c, enum consumer_lane lane)
+{
+    return c->lanes[lane].topic;
+}
+
+void
+consumer_close(struct consumer *c)
+{
+    rd_kafka_resp_err_t code;
+
+    consumer_store(c);
+    code = rd_kafka_consumer_close(c->rk);
+    if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        log_msg(LOG_WARN, "leaving the consumer group failed", "%s",
+                rd_kafka_err2str(code));
+    }
+}
+
+void
+consumer_free(struct consumer *c)
+{
+    int lane;
+    int32_t i;
+
+    if (c == NULL) {
+        return;
+    }
+    if (c->queue != NULL) {
+        rd_kafka_queue_destroy(c->queue);
+    }
+    if (c->rk != NULL) {
+        rd_kafka_destroy(c->rk);
+    }
+    for (lane = 0; lane < LANE_COUNT; lane++) {
+        for (i = 0; i < c->lanes[lane].nparts; i++) {
+            ledger_free(c->lanes[lane].parts[i].ledger);
+        }
+        free(c->lanes[lane].parts);
+    }
+    free(c);
+}

@@ -1,0 +1,673 @@
+#define _DEFAULT_SOURCE
+#include "pipeline.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "apns.h"
+#include "buf.h"
+#include "consumer.h"
+#include "event.h"
+#include "jwt.h"
+#include "log.h"
+#include "payload.h"
+#include "producer.h"
+#include "util.h"
+
+/* Messages read per pass before APNs gets its turn again. */
+#define PIPELINE_BATCH 256
+#define PIPELINE_IDLE_MS 1000
+
+enum push_state {
+    PUSH_PENDING,
+    PUSH_DELIVERED,
+    PUSH_DEAD_TOKEN, /* reported on the feedback topic */
+    PUSH_EXPIRED,    /* the invite's ring window ended before APNs took it */
+    PUSH_FAILED      /* APNs refused it for good, or retries ran out */
+};
+
+struct job;
+
+struct push {
+    struct job *job;
+    const char *token;
+    char apns_id[PAYLOAD_APNS_ID_LEN + 1];
+    enum push_state state;
+};
+
+/* One Kafka message on its way to its outcome. */
+struct job {
+    struct pipeline *pl;
+    struct job *prev, *next; /* the pipeline's list of open jobs */
+    struct consumer_ticket ticket;
+    char *value; /* the original bytes, for a dead letter */
+    size_t len;
+    char *key;
+    size_t key_len;
+
+    struct event ev;
+    int decoded;
+    struct buf payload;
+    const char *apns_topic;
+    int sandbox;
+
+    struct push pushes[EVENT_MAX_TOKENS];
+    size_t npending; /* pushes without a final result */
+    size_t nacks;    /* Kafka messages sent and not yet acknowledged */
+    int ack_failed;  /* one of them was not delivered: do not commit */
+    char dlq_reason[256];
+    const char *outcome; /* set when the event is settled without pushes */
+    const char *cause;
+};
+
+struct pipeline {
+    const struct config *cfg;
+    struct payload_opts popts;
+    struct jwt *jwt;
+    struct apns *apns;
+    struct consumer *consumer;
+    struct producer *producer;
+    int wake[2]; /* librdkafka and signals write, the loop reads */
+    volatile sig_atomic_t stopping;
+    struct job *jobs; /* open jobs, newest first */
+    size_t njobs;
+};
+
+static void job_settle(struct job *job);
+
+static const char *
+push_state_name(enum push_state s)
+{
+    switch (s) {
+    case PUSH_PENDING:
+        return "pending";
+    case PUSH_DELIVERED:
+        return "pushed";
+    case PUSH_DEAD_TOKEN:
+        return "dead_token";
+    case PUSH_EXPIRED:
+        return "suppressed";
+    case PUSH_FAILED:
+        return "failed";
+    }
+    return "unknown";
+}
+
+/* Fields that identify an event and where it came from, on every line. */
+static void
+log_source(struct buf *line, const struct job *job)
+{
+    log_str(line, "topic",
+            consumer_lane_topic(job->pl->consumer, job->ticket.lane));
+    log_int(line, "partition", job->ticket.partition);
+    log_int(line, "offset", job->ticket.offset);
+    if (job->decoded) {
+        log_str(line, "call_id", job->ev.call_id);
+        log_raw(line, "_j_msgid", job->ev.msgid);
+        log_str(line, "type", event_type_name(job->ev.type));
+    }
+}
+
+static void
+job_free(struct job *job)
+{
+    struct pipeline *pl = job->pl;
+
+    if (job->prev != NULL) {
+        job->prev->next = job->next;
+    } else {
+        pl->jobs = job->next;
+    }
+    if (job->next != NULL) {
+        job->next->prev = job->prev;
+    }
+    pl->njobs--;
+    if (job->decoded) {
+        event_release(&job->ev);
+    }
+    buf_release(&job->payload);
+    free(job->value);
+    free(job->key);
+    free(job);
+}
+
+/* The event's outcome is settled and every message about it acknowledged:
+ * log it, let the commit pass it, and forget it. */
+static void
+job_final(struct job *job)
+{
+    size_t i, pushed = 0, dead = 0, expired = 0, failed = 0;
+    const char *outcome = job->outcome;
+    struct buf *line;
+
+    for (i = 0; job->decoded && i < job->ev.ntokens; i++) {
+        pushed += job->pushes[i].state == PUSH_DELIVERED;
+        dead += job->pushes[i].state == PUSH_DEAD_TOKEN;
+        expired += job->pushes[i].state == PUSH_EXPIRED;
+        failed += job->pushes[i].state == PUSH_FAILED;
+    }
+    if (outcome == NULL) {
+        outcome = job->dlq_reason[0] != '\0' ? "dead_lettered"
+                  : pushed > 0               ? "pushed"
+                  : dead > 0                 ? "dead_token"
+                                             : "suppressed";
+    }
+    line = log_begin(job->ack_failed                         ? LOG_ERROR
+                     : strcmp(outcome, "dead_lettered") == 0 ? LOG_WARN
+                                                             : LOG_INFO,
+                     "event settled");
+    if (line != NULL) {
+        log_source(line, job);
+        log_str(line, "outcome", job->ack_failed ? "uncommitted" : outcome);
+        if (job->cause != NULL) {
+            log_str(line, "cause", job->cause);
+        }
+        if (job->dlq_reason[0] != '\0') {
+            log_str(line, "reason", job->dlq_reason);
+        }
+        if (job->decoded) {
+            log_int(line, "pushed", (int64_t)pushed);
+            log_int(line, "dead_tokens", (int64_t)dead);
+            log_int(line, "expired", (int64_t)expired);
+            log_int(line, "failed", (int64_t)failed);
+        }
+        log_end(line);
+    }
+    /* A Kafka message that could not be written leaves the event
+     * uncommitted: it will be read again rather than lost. */
+    if (!job->ack_failed) {
+        consumer_done(job->pl->consumer, &job->ticket);
+    }
+    job_free(job);
+}
+
+static void
+job_maybe_final(struct job *job)
+{
+    if (job->npending == 0 && job->nacks == 0) {
+        job_final(job);
+    }
+}
+
+static void
+on_ack(void *opaque, const char *err)
+{
+    struct job *job = opaque;
+
+    job->nacks--;
+    if (err != NULL) {
+        job->ack_failed = 1;
+        log_msg(LOG_ERROR, "Kafka did not take a message", "%s", err);
+    }
+    job_maybe_final(job);
+}
+
+static void
+add_header(rd_kafka_headers_t *h, const char *name, const char *value)
+{
+    rd_kafka_header_add(h, name, -1, value, -1);
+}
+
+/* Produces the original bytes to the dead-letter topic, with headers that
+ * say why and where they came from. */
+static void
+job_dead_letter(struct job *job)
+{
+    struct pipeline *pl = job->pl;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    char num[32], err[PRODUCER_ERR_MAX];
+
+    add_header(h, "callpush-reason", job->dlq_reason);
+    add_header(h, "callpush-source-topic",
+               consumer_lane_topic(pl->consumer, job->ticket.lane));
+    snprintf(num, sizeof(num), "%d", (int)job->ticket.partition);
+    add_header(h, "callpush-source-partition", num);
+    snprintf(num, sizeof(num), "%lld", (long long)job->ticket.offset);
+    add_header(h, "callpush-source-offset", num);
+
+    if (producer_send(pl->producer, pl->cfg->dlq_topic, job->key, job->key_len,
+                      job->value, job->len, h, job, err) < 0) {
+        job->ack_failed = 1;
+        log_msg(LOG_ERROR, "dead letter not produced", "%s", err);
+        return;
+    }
+    job->nacks++;
+}
+
+/* Dead-letters an event that cannot be pushed; what names the stage that
+ * refused it ("invalid event", "payload"). */
+static void
+reject(struct job *job, const char *what, const char *reason)
+{
+    snprintf(job->dlq_reason, sizeof(job->dlq_reason), "%s: %s", what, reason);
+    job_dead_letter(job);
+}
+
+/* Reports a dead device token on the feedback topic, keyed by the token so
+ * that whoever owns tokens sees each one's history in order. */
+static void
+report_dead_token(struct push *push, const struct apns_result *res)
+{
+    struct job *job = push->job;
+    struct pipeline *pl = job->pl;
+    char err[PRODUCER_ERR_MAX];
+    struct buf b;
+
+    buf_init(&b, 4096);
+    buf_adds(&b, "{\"device_token\":");
+    buf_json_strz(&b, push->token);
+    buf_adds(&b, ",\"reason\":");
+    buf_json_strz(&b, res->reason);
+    buf_addf(&b, ",\"status\":%d,\"timestamp\":", res->status);
+    if (res->timestamp_ms > 0) {
+        buf_addf(&b, "%lld", (long long)res->timestamp_ms);
+    } else {
+        buf_adds(&b, "null");
+    }
+    buf_adds(&b, ",\"apns_topic\":");
+    buf_json_strz(&b, job->apns_topic);
+    buf_addf(&b, ",\"environment\":\"%s\",\"_j_uid\":",
+             job->sandbox ? "sandbox" : "production");
+    if (job->ev.uid_len == 0) {
+        buf_adds(&b, "null");
+    } else if (job->ev.uid_is_string) {
+        buf_json_str(&b, job->ev.uid, job->ev.uid_len);
+    } else {
+        buf_add(&b, job->ev.uid, job->ev.uid_len);
+    }
+    buf_adds(&b, ",\"call_id\":");
+    buf_json_strz(&b, job->ev.call_id);
+    buf_addf(&b, ",\"_j_msgid\":%s}", job->ev.msgid);
+
+    if (producer_send(pl->producer, pl->cfg->feedback_topic, push->token,
+                      strlen(push->token), b.data, b.len, NULL, job, err) < 0) {
+        job->ack_failed = 1;
+        log_msg(LOG_ERROR, "token feedback not produced", "%s", err);
+    } else {
+        job->nacks++;
+    }
+    buf_release(&b);
+}
+
+static void
+log_push(const struct push *push, const struct apns_result *res)
+{
+    enum log_level lv = push->state == PUSH_FAILED ? LOG_WARN : LOG_INFO;
+    struct buf *line;
+
+    if (res->action == APNS_FIX) {
+        /* Our request or configuration is wrong: say so loudly, once per
+         * reason in a while, not once per push. */
+        line = log_begin_limited(LOG_ERROR, "APNs rejected the request",
+                                 res->reason);
+        if (line != NULL) {
+            log_int(line, "status", res->status);
+            log_str(line, "reason", res->reason);
+            log_str(line, "hint",
+                    "configuration or payload error; "
+                    "not retried");
+            log_end(line);
+        }
+    }
+    line = log_begin(lv, "push");
+    if (line == NULL) {
+        return;
+    }
+    log_source(line, push->job);
+    log_token(line, "token", push->token);
+    log_int(line, "status", res->status);
+    log_str(line, "reason", res->reason[0] != '\0' ? res->reason : NULL);
+    log_str(line, "apns_id", res->apns_id);
+    log_int(line, "attempts", res->attempts);
+    log_str(line, "outcome", push_state_name(push->state));
+    if (res->action == APNS_INVALIDATE &&
+        strcmp(res->reason, "BadDeviceToken") == 0) {
+        log_str(line, "hint",
+                "a sandbox token sent to production (or the "
+                "reverse) also looks like this");
+    }
+    log_end(line);
+}
+
+static void
+on_push_done(void *ctx, const struct apns_push *ap,
+             const struct apns_result *res)
+{
+    struct push *push = ctx;
+    struct job *job = push->job;
+
+    switch (res->action) {
+    case APNS_DELIVERED:
+        push->state = PUSH_DELIVERED;
+        break;
+    case APNS_INVALIDATE:
+        push->state = PUSH_DEAD_TOKEN;
+        break;
+    default:
+        /* An invite that ran out of ring time is not worth a dead letter:
+         * nobody can answer that call any more. */
+        push->state = res->gave_up && job->ev.type == EVENT_INVITE
+                          ? PUSH_EXPIRED
+                          : PUSH_FAILED;
+        break;
+    }
+    log_push(push, res);
+    if (push->state == PUSH_DEAD_TOKEN) {
+        report_dead_token(push, res);
+    }
+    if (push->state == PUSH_FAILED && job->dlq_reason[0] == '\0') {
+        snprintf(job->dlq_reason, sizeof(job->dlq_reason),
+                 "apns: %d %s (%s, after %d attempts)", res->status,
+                 res->reason, apns_action_name(res->action), res->attempts);
+    }
+    job->npending--;
+    if (job->npending == 0) {
+        job_settle(job);
+    }
+}
+
+/* Every push of the event has its result: dead-letter it if one failed. */
+static void
+job_settle(struct job *job)
+{
+    if (job->dlq_reason[0] != '\0') {
+        job_dead_letter(job);
+    }
+    job_maybe_final(job);
+}
+
+static void
+job_push(struct job *job)
+{
+    struct pipeline *pl = job->pl;
+    const struct event *ev = &job->ev;
+    struct apns_push ap;
+    size_t i;
+
+    memset(&ap, 0, sizeof(ap));
+    ap.collapse_id = ev->call_id;
+    ap.topic = job->apns_topic;
+    ap.push_type = "alert";
+    ap.priority = 10;
+    ap.expiration = payload_expiration(ev, &pl->popts);
+    ap.sandbox = job->sandbox;
+    ap.body = job->payload.data;
+    ap.body_len = job->payload.len;
+    ap.give_up_ms = ev->type == EVENT_INVITE
+                        ? payload_ring_end_ms(ev, &pl->popts)
+                        : ap.expiration * 1000;
+
+    job->npending = ev->ntokens;
+    for (i = 0; i < ev->ntokens; i++) {
+        struct push *push = &job->pushes[i];
+
+        push->job = job;
+        push->token = ev->tokens[i];
+        push->state = PUSH_PENDING;
+        payload_apns_id(push->apns_id, ev->msgid, push->token);
+        ap.token = push->token;
+        ap.apns_id = push->apns_id;
+        ap.ctx = push;
+        apns_submit(pl->apns, &ap);
+    }
+}
+
+/* Takes one consumed message as far as it can go now. */
+static void
+job_start(struct pipeline *pl, rd_kafka_message_t *m,
+          const struct consumer_ticket *t)
+{
+    struct job *job = xcalloc(1, sizeof(*job));
+    char err[EVENT_ERR_MAX > PAYLOAD_ERR_MAX ? EVENT_ERR_MAX : PAYLOAD_ERR_MAX];
+    int cut = 0;
+
+    pl->njobs++;
+    job->pl = pl;
+    job->next = pl->jobs;
+    if (pl->jobs != NULL) {
+        pl->jobs->prev = job;
+    }
+    pl->jobs = job;
+    job->ticket = *t;
+    job->value = xstrndup(m->payload ? m->payload : "", m->len);
+    job->len = m->len;
+    if (m->key != NULL) {
+        job->key = xstrndup(m->key, m->key_len);
+        job->key_len = m->key_len;
+    }
+    buf_init(&job->payload, PAYLOAD_VOIP_MAX + 64);
+
+    if (m->len > EVENT_MAX_BYTES) {
+        snprintf(err, sizeof(err), "message of %zu bytes exceeds %d", m->len,
+                 EVENT_MAX_BYTES);
+        reject(job, "invalid event", err);
+        goto out;
+    }
+    if (event_decode(&job->ev, job->value, job->len, err) < 0) {
+        reject(job, "invalid event", err);
+        goto out;
+    }
+    job->decoded = 1;
+    job->apns_topic =
+        job->ev.apns_topic ? job->ev.apns_topic : pl->cfg->apns_topic;
+    job->sandbox = job->ev.environment == EVENT_ENV_DEFAULT
+                       ? strcmp(pl->cfg->apns_env, "sandbox") == 0
+                       : job->ev.environment == EVENT_ENV_SANDBOX;
+
+    if (job->ev.type == EVENT_INVITE &&
+        payload_ring_end_ms(&job->ev, &pl->popts) <= util_now_ms()) {
+        /* Ringing a phone for a call whose ring window has passed would
+         * ring for a call nobody is making any more. */
+        job->outcome = "suppressed";
+        job->cause = "late";
+        goto out;
+    }
+    if (payload_build(&job->payload, &job->ev, &pl->popts, PAYLOAD_ALERT_MAX,
+                      &cut, err) < 0) {
+        reject(job, "payload", err);
+        goto out;
+    }
+    job_push(job);
+    return;
+
+out:
+    job_maybe_final(job);
+}
+
+static void
+drain_wake(struct pipeline *pl)
+{
+    char junk[256];
+
+    while (read(pl->wake[0], junk, sizeof(junk)) > 0) {
+    }
+}
+
+/* Reads what is waiting, up to a batch and while APNs has room. Returns 1
+ * when more may be waiting. */
+static int
+consume(struct pipeline *pl)
+{
+    struct consumer_ticket t;
+    rd_kafka_message_t *m;
+    int n;
+
+    for (n = 0; n < PIPELINE_BATCH; n++) {
+        if (apns_inflight(pl->apns) >= (size_t)pl->cfg->max_inflight) {
+            return 0;
+        }
+        m = consumer_next(pl->consumer, &t);
+        if (m == NULL) {
+            return 0;
+        }
+        job_start(pl, m, &t);
+        rd_kafka_message_destroy(m);
+    }
+    return 1;
+}
+
+static void
+step(struct pipeline *pl, int more)
+{
+    struct curl_waitfd wfd;
+
+    wfd.fd = pl->wake[0];
+    wfd.events = CURL_WAIT_POLLIN;
+    wfd.revents = 0;
+    consumer_store(pl->consumer);
+    log_flush();
+    apns_wait(pl->apns, &wfd, 1, more ? 0 : PIPELINE_IDLE_MS);
+    drain_wake(pl);
+    producer_poll(pl->producer);
+    apns_run(pl->apns);
+}
+
+int
+pipeline_run(struct pipeline *pl)
+{
+    int64_t deadline;
+    int more = 0;
+
+    log_msg(LOG_INFO, "worker running", NULL);
+    while (!pl->stopping) {
+        step(pl, more);
+        more = consume(pl);
+        apns_run(pl->apns);
+    }
+
+    /* Stop reading; give what is in flight time to settle. */
+    log_msg(LOG_INFO, "stopping", "%zu events in flight", pl->njobs);
+    deadline = util_mono_ms() + PIPELINE_DRAIN_MS;
+    while (pl->njobs > 0 && util_mono_ms() < deadline) {
+        step(pl, 0);
+    }
+    consumer_store(pl->consumer);
+    consumer_close(pl->consumer);
+    producer_flush(pl->producer, 5000);
+    log_msg(LOG_INFO, "stopped", "%zu events left unsettled", pl->njobs);
+    log_flush();
+    return pl->njobs == 0 ? 0 : -1;
+}
+
+void
+pipeline_stop(struct pipeline *pl)
+{
+    int saved = errno;
+
+    pl->stopping = 1;
+    if (write(pl->wake[1], "s", 1) < 0) {
+        /* The pipe is full, so the loop is awake anyway. */
+    }
+    errno = saved;
+}
+
+static int
+make_wake_pipe(int fds[2], char *err)
+{
+    int i;
+
+    if (pipe(fds) < 0) {
+        snprintf(err, PIPELINE_ERR_MAX, "pipe: %s", strerror(errno));
+        return -1;
+    }
+    for (i = 0; i < 2; i++) {
+        fcntl(fds[i], F_SETFL, fcntl(fds[i], F_GETFL) | O_NONBLOCK);
+        fcntl(fds[i], F_SETFD, FD_CLOEXEC);
+    }
+    return 0;
+}
+
+struct pipeline *
+pipeline_new(const struct config *cfg, char *err)
+{
+    struct pipeline *pl = xcalloc(1, sizeof(*pl));
+    const char *prod, *sand;
+    struct apns_opts ao;
+    char msg[PIPELINE_ERR_MAX / 2];
+
+    pl->cfg = cfg;
+    pl->wake[0] = pl->wake[1] = -1;
+    pl->popts.invite_title = cfg->invite_title;
+    pl->popts.invite_video_title = cfg->invite_video_title;
+    pl->popts.cancel_title = cfg->cancel_title;
+    pl->popts.cancel_video_title = cfg->cancel_video_title;
+    pl->popts.sound = cfg->sound;
+    pl->popts.ring_timeout_s = cfg->ring_timeout_s;
+    pl->popts.cancel_expiration_s = cfg->cancel_expiration_s;
+
+    if (make_wake_pipe(pl->wake, err) < 0) {
+        goto fail;
+    }
+    pl->jwt =
+        jwt_new(cfg->apns_key_file, cfg->apns_key_id, cfg->apns_team_id, msg);
+    if (pl->jwt == NULL) {
+        snprintf(err, PIPELINE_ERR_MAX,
+                 "APNs signing key (CALLPUSH_APNS_KEY_FILE): %s", msg);
+        goto fail;
+    }
+    if (jwt_token(pl->jwt, util_now_ms() / 1000, msg) == NULL) {
+        snprintf(err, PIPELINE_ERR_MAX, "cannot sign a provider token: %s",
+                 msg);
+        goto fail;
+    }
+
+    /* An explicit URL replaces both hosts: stand-ins and proxies serve
+     * either environment. */
+    prod = cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_PRODUCTION_URL;
+    sand = cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_SANDBOX_URL;
+    memset(&ao, 0, sizeof(ao));
+    ao.production_url = prod;
+    ao.sandbox_url = sand;
+    ao.ca_file = cfg->apns_ca_file[0] != '\0' ? cfg->apns_ca_file : NULL;
+    ao.connections = cfg->apns_connections;
+    ao.timeout_ms = cfg->apns_timeout_ms;
+    ao.jwt = pl->jwt;
+    pl->apns = apns_new(&ao, on_push_done, msg);
+    if (pl->apns == NULL) {
+        snprintf(err, PIPELINE_ERR_MAX, "APNs client: %s", msg);
+        goto fail;
+    }
+    pl->producer = producer_new(cfg, pl->wake[1], on_ack, msg);
+    if (pl->producer == NULL) {
+        util_strlcpy(err, msg, PIPELINE_ERR_MAX);
+        goto fail;
+    }
+    pl->consumer = consumer_new(cfg, pl->wake[1], msg);
+    if (pl->consumer == NULL) {
+        util_strlcpy(err, msg, PIPELINE_ERR_MAX);
+        goto fail;
+    }
+    return pl;
+
+fail:
+    pipeline_free(pl);
+    return NULL;
+}
+
+void
+pipeline_free(struct pipeline *pl)
+{
+    if (pl == NULL) {
+        return;
+    }
+    /* The consumer goes first: it may still write to the wake pipe. The
+     * APNs client goes before the jobs its requests point into; jobs left
+     * open were never committed and will be read again. */
+    consumer_free(pl->consumer);
+    apns_free(pl->apns);
+    producer_free(pl->producer);
+    while (pl->jobs != NULL) {
+        job_free(pl->jobs);
+    }
+    jwt_free(pl->jwt);
+    if (pl->wake[0] >= 0) {
+        close(pl->wake[0]);
+        close(pl->wake[1]);
+    }
+    free(pl);
+}
