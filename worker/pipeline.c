@@ -47,6 +47,7 @@ struct job {
     struct consumer_ticket ticket;
     char *value; /* the original bytes, for a dead letter */
     size_t len;
+    int null_value; /* a tombstone: its dead letter keeps the null */
     char *key;
     size_t key_len;
 
@@ -436,6 +437,7 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
     job->ticket = *t;
     job->value = xstrndup(m->payload ? m->payload : "", m->len);
     job->len = m->len;
+    job->null_value = m->payload == NULL;
     if (m->key != NULL) {
         job->key = xstrndup(m->key, m->key_len);
         job->key_len = m->key_len;

@@ -14,22 +14,28 @@ wait_assigned worker || { fail "worker got no partitions"; finish; }
 
 mkdir -p "$T/in"
 n=0
-add() { # add NAME: copies stdin to the next numbered input file
+add() { # add NAME < FILE: the next numbered input file (never in a pipe,
+        # which would run it in a subshell and lose the count)
     n=$((n + 1))
     cat >"$T/in/$(printf %03d "$n")-$1"
 }
 
-fresh "$EX/valid/invite-call-flow.json" | add good-first.json
+fresh "$EX/valid/invite-call-flow.json" >"$T/x"
+add good-first.json <"$T/x"
 for f in "$EX"/invalid/*.json; do
     # Invalid examples may be invalid because of created_at: keep them
     # byte for byte.
     add "$(basename "$f")" <"$f"
 done
-printf 'not json at all' | add not-json.txt
-printf '\xff\xfe{"type":"invite"}' | add bad-utf8.txt
-printf '' | add empty.txt
+printf 'not json at all' >"$T/x"
+add not-json.txt <"$T/x"
+printf '\xff\xfe{"type":"invite"}' >"$T/x"
+add bad-utf8.txt <"$T/x"
+printf '' >"$T/x"
+add empty.txt <"$T/x"
+add null.txt <"$T/x"
 # Valid, but its payload cannot fit in 4096 bytes even without a body.
-$PY - "$EX/valid/invite-call-flow.json" <<'PYEOF' | add too-large.json
+$PY - "$EX/valid/invite-call-flow.json" >"$T/x" <<'PYEOF'
 import json, sys, time
 d = json.load(open(sys.argv[1]))
 d["created_at"] = int(time.time() * 1000)
@@ -37,17 +43,24 @@ d["_j_msgid"] = 18101194842707001
 d["extras"] = {"k%02d" % i: "x" * 200 for i in range(25)}
 print(json.dumps(d, separators=(",", ":")))
 PYEOF
-$PY - "$EX/valid/invite-call-flow.json" <<'PYEOF' | add good-last.json
+add too-large.json <"$T/x"
+$PY - "$EX/valid/invite-call-flow.json" >"$T/x" <<'PYEOF'
 import json, sys, time
 d = json.load(open(sys.argv[1]))
 d["created_at"] = int(time.time() * 1000)
 d["_j_msgid"] = 18101194842707999
 print(json.dumps(d, separators=(",", ":")))
 PYEOF
+add good-last.json <"$T/x"
 
 BAD=$((n - 2))
 for f in "$T"/in/*; do
-    produce call.invite "$KEY" "$f"
+    case $f in
+    # kcat skips an empty file: send an empty value, and a null one (-Z).
+    *-empty.txt) printf '%s|\n' "$KEY" | kcat -b "$BROKERS" -P -t call.invite -K '|' ;;
+    *-null.txt) printf '%s|\n' "$KEY" | kcat -b "$BROKERS" -P -t call.invite -K '|' -Z ;;
+    *) produce call.invite "$KEY" "$f" ;;
+    esac
 done
 
 wait_until 60 accepted_ge 2 || fail "good events not pushed"
