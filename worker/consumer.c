@@ -202,8 +202,7 @@ consumer_conf(rd_kafka_conf_t *conf, const struct config *cfg, char *msg,
         {"partition.assignment.strategy", "range"},
     };
 
-    if (conf_set_all(conf, tunable, UTIL_ARRAY_LEN(tunable), msg, msglen) <
-            0 ||
+    if (conf_set_all(conf, tunable, UTIL_ARRAY_LEN(tunable), msg, msglen) < 0 ||
         kafka_conf_apply(conf, cfg, msg, msglen) < 0 ||
         conf_set_all(conf, fixed, UTIL_ARRAY_LEN(fixed), msg, msglen) < 0 ||
         rd_kafka_conf_set(conf, "group.id", cfg->group, msg, msglen) !=
