@@ -154,69 +154,6 @@ member_const(const struct config *cfg, const struct config_setting *s)
     return (const char *)cfg + s->offset;
 }
 
-/* Returns the length of the valid UTF-8 sequence at s (n bytes left), or 0:
- * overlong forms, surrogates and code points past U+10FFFF are refused. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    unsigned long cp;
-    size_t len, i;
-
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-
-    if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) {
-        return 0;
-    }
-    if (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) {
-        return 0;
-    }
-    return len;
-}
-
-/* Returns how many leading bytes of s (n long) are whole UTF-8 characters;
- * n itself when all of s is valid. */
-static size_t
-utf8_valid_prefix(const char *s, size_t n)
-{
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-
-    while (i < n) {
-        size_t seq = utf8_seq(u + i, n - i);
-
-        if (seq == 0) {
-            break;
-        }
-        i += seq;
-    }
-    return i;
-}
-
 /*
  * Writes value into out as a double-quoted string fit for a one-line error:
  * at most 64 bytes of it, cut at a character boundary and followed by "..."
@@ -227,10 +164,10 @@ static void
 quote_value(char *out, size_t outlen, const char *value)
 {
     size_t n = strlen(value), shown = n, i, len = 0;
-    int utf8 = utf8_valid_prefix(value, n) == n;
+    int utf8 = util_utf8_valid_prefix(value, n) == n;
 
     if (shown > 64) {
-        shown = utf8 ? utf8_valid_prefix(value, 64) : 64;
+        shown = utf8 ? util_utf8_valid_prefix(value, 64) : 64;
     }
 
     out[len++] = '"';
@@ -571,7 +508,7 @@ setting_apply(struct config *cfg, const struct config_setting *s,
         bad = check_apple_id(value) < 0;
         break;
     case CONFIG_RULE_TEXT:
-        bad = n == 0 || n > TEXT_MAX || utf8_valid_prefix(value, n) != n;
+        bad = n == 0 || n > TEXT_MAX || util_utf8_valid_prefix(value, n) != n;
         break;
     case CONFIG_RULE_INT:
         bad = parse_int(value, &num) < 0 || num < s->min || num > s->max;
@@ -1054,14 +991,14 @@ describe_str(struct buf *b, const char *s)
     size_t n = strlen(s), i = 0;
     char *copy;
 
-    if (utf8_valid_prefix(s, n) == n) {
+    if (util_utf8_valid_prefix(s, n) == n) {
         buf_json_str(b, s, n);
         return;
     }
 
     copy = xstrdup(s);
     while (i < n) {
-        size_t seq = utf8_seq((const unsigned char *)copy + i, n - i);
+        size_t seq = util_utf8_seq((const unsigned char *)copy + i, n - i);
 
         if (seq == 0) {
             copy[i] = '?';

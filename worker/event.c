@@ -101,58 +101,6 @@ quote_name(char *out, const char *name, size_t len)
 }
 
 /*
- * Returns the offset of the first byte that does not start a well-formed
- * UTF-8 sequence, or len when all of s is valid. Overlong forms, UTF-16
- * surrogates and code points above U+10FFFF are all invalid.
- */
-static size_t
-utf8_invalid_at(const unsigned char *s, size_t len)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        unsigned char c = s[i];
-        uint32_t cp, min;
-        size_t n, k;
-
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        if (c >= 0xc2 && c <= 0xdf) {
-            n = 1;
-            cp = c & 0x1f;
-            min = 0x80;
-        } else if (c >= 0xe0 && c <= 0xef) {
-            n = 2;
-            cp = c & 0x0f;
-            min = 0x800;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            n = 3;
-            cp = c & 0x07;
-            min = 0x10000;
-        } else {
-            return i;
-        }
-
-        if (n >= len - i) {
-            return i;
-        }
-        for (k = 1; k <= n; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                return i;
-            }
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            return i;
-        }
-        i += n + 1;
-    }
-    return len;
-}
-
-/*
  * The syntax check. cJSON is lenient where this service must not be: it
  * takes leading zeros, "1." and control characters, skips any byte below
  * 0x21 as white space, cuts strings at a \u0000 escape, and nests 1000 deep.
@@ -1337,7 +1285,7 @@ event_decode(struct event *ev, const char *data, size_t len, char *err)
     if (len > EVENT_MAX_BYTES) {
         return event_fail(err, "message larger than %d bytes", EVENT_MAX_BYTES);
     }
-    bad = utf8_invalid_at((const unsigned char *)data, len);
+    bad = util_utf8_valid_prefix(data, len);
     if (bad < len) {
         return event_fail(err, "invalid UTF-8 at byte %zu", bad);
     }

@@ -87,51 +87,6 @@ log_enabled(enum log_level level)
     return level >= L.min;
 }
 
-/* Returns the length of the valid UTF-8 sequence at s (n bytes left), or 0
- * when the bytes there are not one: overlong forms, surrogates and code
- * points past U+10FFFF are refused. */
-static size_t
-utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    uint32_t cp;
-    size_t len, i;
-
-    if (c < 0x80) {
-        return 1;
-    }
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len) {
-        return 0;
-    }
-
-    for (i = 1; i < len; i++) {
-        if ((s[i] & 0xc0) != 0x80) {
-            return 0;
-        }
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-
-    if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) {
-        return 0;
-    }
-    if (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) {
-        return 0;
-    }
-    return len;
-}
-
 /*
  * Returns how many bytes of s (n long) fit, quoted and escaped, in room
  * bytes, never cutting a character in two. Sets *valid to 0 when that
@@ -145,7 +100,7 @@ text_fit(const char *s, size_t n, size_t room, int *valid)
 
     *valid = 1;
     while (i < n) {
-        size_t seq = utf8_seq(u + i, n - i);
+        size_t seq = util_utf8_seq(u + i, n - i);
         size_t width = seq;
 
         if (seq == 0) {
@@ -176,7 +131,7 @@ add_sanitized(struct buf *b, const char *s, size_t n)
     size_t i = 0, len = 0;
 
     while (i < n) {
-        size_t seq = utf8_seq(u + i, n - i);
+        size_t seq = util_utf8_seq(u + i, n - i);
 
         if (seq == 0) {
             memcpy(copy + len, "\xef\xbf\xbd", 3);

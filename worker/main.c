@@ -106,6 +106,11 @@ int
 main(int argc, char **argv)
 {
     const char *sub = argc > 1 ? argv[1] : "";
+    cJSON_Hooks hooks = {xmalloc, free};
+
+    /* cJSON's allocations then abort on exhaustion like ours, instead of
+     * reading as a parse error and dead-lettering a valid event. */
+    cJSON_InitHooks(&hooks);
 
     if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0 ||
         strcmp(sub, "help") == 0) {

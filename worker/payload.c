@@ -174,23 +174,6 @@ write_payload(struct sink *o, struct buf *out, const struct event *ev,
     sink_rawz(o, "}");
 }
 
-/* Length of the UTF-8 sequence that starts with lead; a stray byte counts
- * as one so that the walk always advances. */
-static size_t
-utf8_seq_len(unsigned char lead)
-{
-    if (lead >= 0xf0 && lead <= 0xf7) {
-        return 4;
-    }
-    if (lead >= 0xe0) {
-        return lead <= 0xef ? 3 : 1;
-    }
-    if (lead >= 0xc0) {
-        return 2;
-    }
-    return 1;
-}
-
 /*
  * Makes body over bytes cheaper, ellipsis included, by keeping the longest
  * run of whole characters whose escaped size fits what is left. The cut is
@@ -212,11 +195,13 @@ body_shorten(struct body *body, size_t over)
     budget = cost - need;
 
     while (keep < body->len) {
-        size_t n = utf8_seq_len((unsigned char)body->text[keep]);
+        size_t n = util_utf8_seq((const unsigned char *)body->text + keep,
+                                 body->len - keep);
         size_t c;
 
-        if (n > body->len - keep) {
-            n = body->len - keep;
+        /* Decoded events are valid UTF-8; a stray byte still advances. */
+        if (n == 0) {
+            n = 1;
         }
         c = json_cost(body->text + keep, n);
         if (used + c > budget) {

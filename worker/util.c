@@ -112,3 +112,64 @@ util_mask_token(char *out, const char *token)
     }
     snprintf(out, UTIL_TOKEN_MASK_LEN, "%.6s…%s", token, token + len - 6);
 }
+
+size_t
+util_utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    uint32_t cp;
+    size_t len, i;
+
+    if (c < 0x80) {
+        return 1;
+    }
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len) {
+        return 0;
+    }
+
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+
+    /* A lead byte of 0xe0 or 0xf0 can still spell an overlong form, and
+     * 0xed or 0xf4 a surrogate or a code point past U+10FFFF. */
+    if (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) {
+        return 0;
+    }
+    if (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) {
+        return 0;
+    }
+    return len;
+}
+
+size_t
+util_utf8_valid_prefix(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+
+    while (i < n) {
+        size_t seq = util_utf8_seq(u + i, n - i);
+
+        if (seq == 0) {
+            break;
+        }
+        i += seq;
+    }
+    return i;
+}

@@ -37,6 +37,17 @@ size_t util_strlcpy(char *dst, const char *src, size_t dstlen);
 #define UTIL_TOKEN_MASK_LEN 20
 void util_mask_token(char *out, const char *token);
 
+/* UTF-8, as RFC 3629 defines it: no overlong forms, no UTF-16 surrogates,
+ * nothing above U+10FFFF. */
+
+/* Length (1-4) of the well-formed character at the start of s (n > 0
+ * bytes), or 0 when s does not start with one. */
+size_t util_utf8_seq(const unsigned char *s, size_t n);
+
+/* How many leading bytes of s (n long) are whole, well-formed characters:
+ * n itself when all of s is valid. */
+size_t util_utf8_valid_prefix(const char *s, size_t n);
+
 #define UTIL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 #endif
