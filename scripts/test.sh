@@ -14,6 +14,7 @@ if command -v clang-format >/dev/null; then
         echo "clang-format: $bad places differ from .clang-format"
         exit 1
     fi
+    echo "formatting matches .clang-format"
 fi
 
 echo "== build"
@@ -27,3 +28,4 @@ echo "== test with ASan + UBSan"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j 2)
+echo "== all tests passed: formatting, plain build, ASan + UBSan build"

@@ -7,13 +7,14 @@
 #include <strings.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/x509.h>
+#include <openssl/x509_vfy.h>
 
 #include "util.h"
 
 /* An APNs error body is {"reason":"…","timestamp":…}: anything longer is
  * not from APNs and is cut. */
 #define APNS_BODY_MAX 512
-#define APNS_MAX_ATTEMPTS 8
 #define APNS_BACKOFF_BASE_MS 200
 #define APNS_BACKOFF_MAX_MS 5000
 #define APNS_URL_MAX 512
@@ -21,6 +22,7 @@
 struct apns_req {
     struct apns_push push;
     struct apns *owner;
+    struct apns_req *all_prev, *all_next; /* every request not yet done */
     CURL *easy;
     struct curl_slist *headers;
     char url[APNS_URL_MAX];
@@ -33,6 +35,8 @@ struct apns_req {
     char reason[APNS_REASON_MAX];
     int attempts;
     int fresh_connect;
+    int refreshed;    /* already answered one ExpiredProviderToken */
+    int64_t sent_iat; /* iat of the provider token the attempt carried */
 
     int64_t retry_at; /* monotonic ms, while waiting to retry */
     struct apns_req *next;
@@ -44,6 +48,7 @@ struct apns {
     CURLM *multi;
     CURL *idle; /* one spare easy handle, reused by the next push */
     struct apns_req *retries; /* waiting for their back-off, by retry_at */
+    struct apns_req *all;     /* every request not yet done */
     size_t inflight;
     char auth[1024]; /* "authorization: bearer <JWT>" */
     int64_t auth_iat;
@@ -118,6 +123,23 @@ apns_action_name(enum apns_action action)
     return "unknown";
 }
 
+/* A CA file that holds no certificate would fail every push later; refuse
+ * it at start, where the error names the setting. */
+static int
+apns_check_ca(const char *path, char *err)
+{
+    X509_STORE *store = X509_STORE_new();
+    int loaded = store != NULL && X509_STORE_load_file(store, path) == 1;
+
+    X509_STORE_free(store);
+    if (!loaded) {
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CA_FILE %s: no PEM certificate in it", path);
+        return -1;
+    }
+    return 0;
+}
+
 struct apns *
 apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
 {
@@ -129,6 +151,9 @@ apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
     }
     if (!(curl_version_info(CURLVERSION_NOW)->features & CURL_VERSION_HTTP2)) {
         snprintf(err, APNS_ERR_MAX, "libcurl was built without HTTP/2");
+        return NULL;
+    }
+    if (opts->ca_file != NULL && apns_check_ca(opts->ca_file, err) < 0) {
         return NULL;
     }
     a = xcalloc(1, sizeof(*a));
@@ -159,8 +184,14 @@ apns_free(struct apns *a)
     if (a == NULL) {
         return;
     }
-    for (r = a->retries; r != NULL; r = next) {
-        next = r->next;
+    /* Requests still attached to a transfer are freed with it; their
+     * done callbacks never run, as the caller is shutting down. */
+    for (r = a->all; r != NULL; r = next) {
+        next = r->all_next;
+        if (r->easy != NULL) {
+            curl_multi_remove_handle(a->multi, r->easy);
+            curl_easy_cleanup(r->easy);
+        }
         req_free(r);
     }
     if (a->idle != NULL) {
@@ -312,6 +343,7 @@ req_start(struct apns_req *r)
     if (auth == NULL) {
         return -1;
     }
+    r->sent_iat = a->auth_iat;
     snprintf(r->url, sizeof(r->url), "%s/3/device/%s",
              p->sandbox ? a->opts.sandbox_url : a->opts.production_url,
              p->token);
@@ -376,6 +408,11 @@ apns_submit(struct apns *a, const struct apns_push *push)
 
     r->push = *push;
     r->owner = a;
+    r->all_next = a->all;
+    if (a->all != NULL) {
+        a->all->all_prev = r;
+    }
+    a->all = r;
     a->inflight++;
 
     /* Every push starts from the retry list with no delay, so the done
@@ -418,8 +455,38 @@ req_done(struct apns_req *r, enum apns_action action, int status,
     res.attempts = r->attempts;
     res.gave_up = gave_up;
     a->inflight--;
+    if (r->all_prev != NULL) {
+        r->all_prev->all_next = r->all_next;
+    } else {
+        a->all = r->all_next;
+    }
+    if (r->all_next != NULL) {
+        r->all_next->all_prev = r->all_prev;
+    }
     a->done(r->push.ctx, &r->push, &res);
     req_free(r);
+}
+
+/*
+ * APNs called the provider token expired. A token newer than the one this
+ * attempt carried is simply used; otherwise a new one is signed, once per
+ * push, so a wrong clock cannot make the worker mint tokens in a loop.
+ * Returns 0 when the push may be resent.
+ */
+static int
+req_refresh(struct apns_req *r)
+{
+    struct apns *a = r->owner;
+    char err[JWT_ERR_MAX];
+
+    if (r->refreshed) {
+        return -1;
+    }
+    r->refreshed = 1;
+    if (jwt_issued_at(a->opts.jwt) > r->sent_iat) {
+        return 0;
+    }
+    return jwt_renew(a->opts.jwt, util_now_ms() / 1000, err);
 }
 
 static void
@@ -427,26 +494,34 @@ req_finish(struct apns_req *r, int status, const char *reason,
            int64_t timestamp_ms)
 {
     enum apns_action action = apns_classify(status, reason);
-    int64_t delay, now_wall;
+    int64_t delay;
 
     util_strlcpy(r->reason, reason, sizeof(r->reason));
-    if (action != APNS_RETRY && action != APNS_RECONNECT &&
-        action != APNS_REFRESH) {
+    if (action == APNS_REFRESH) {
+        if (req_refresh(r) < 0) {
+            req_done(r, APNS_FIX, status, timestamp_ms, 0);
+            return;
+        }
+        /* A connection that saw an expired token can stay wedged: resend
+         * on a new one, at once. */
+        r->fresh_connect = 1;
+        r->retry_at = util_mono_ms();
+        retry_insert(r->owner, r);
+        return;
+    }
+    if (action != APNS_RETRY && action != APNS_RECONNECT) {
         req_done(r, action, status, timestamp_ms, 0);
         return;
     }
 
-    /* NEEDSWORK: a REFRESH should force a new provider token once, and
-     * RECONNECT should retire the connection for every stream on it, not
-     * only open a fresh one for this request. */
+    /* NEEDSWORK: RECONNECT should retire the connection for every stream
+     * on it, not only open a fresh one for this request. */
     delay = backoff_ms(r->attempts);
-    now_wall = util_now_ms();
-    if (r->attempts >= APNS_MAX_ATTEMPTS ||
-        now_wall + delay >= r->push.give_up_ms) {
+    if (util_now_ms() + delay >= r->push.give_up_ms) {
         req_done(r, action, status, timestamp_ms, 1);
         return;
     }
-    r->fresh_connect = action != APNS_RETRY;
+    r->fresh_connect = action == APNS_RECONNECT;
     r->retry_at = util_mono_ms() + delay;
     retry_insert(r->owner, r);
 }

@@ -29,6 +29,8 @@ struct consumer {
     int nlanes; /* 1 when invites and cancels share one topic */
     int assigned;
     int dirty;
+    consumer_revoke_fn *on_revoke;
+    void *revoke_ctx;
 };
 
 static int
@@ -124,6 +126,9 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
 
     /* Revoked (or the group failed): commit what is final now, while the
      * partitions are still ours, so the next owner starts right after it. */
+    if (c->on_revoke != NULL) {
+        c->on_revoke(c->revoke_ctx);
+    }
     consumer_store(c);
     cerr = rd_kafka_commit(rk, NULL, 0);
     if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
@@ -156,6 +161,10 @@ on_log(const rd_kafka_t *rk, int level, const char *fac, const char *text)
 static void
 on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
 {
+    /* librdkafka's own log line already says so, with more detail. */
+    if (code == RD_KAFKA_RESP_ERR__TRANSPORT) {
+        return;
+    }
     struct buf *line =
         log_begin_limited(LOG_WARN, "kafka consumer error", reason);
 
@@ -213,7 +222,8 @@ consumer_conf(rd_kafka_conf_t *conf, const struct config *cfg, char *msg,
 }
 
 struct consumer *
-consumer_new(const struct config *cfg, int wake_fd, char *err)
+consumer_new(const struct config *cfg, int wake_fd,
+             consumer_revoke_fn *on_revoke, void *ctx, char *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_partition_list_t *topics;
@@ -222,6 +232,8 @@ consumer_new(const struct config *cfg, int wake_fd, char *err)
     rd_kafka_resp_err_t code;
     int i;
 
+    c->on_revoke = on_revoke;
+    c->revoke_ctx = ctx;
     c->lanes[LANE_INVITE].topic = cfg->invite_topic;
     c->lanes[LANE_CANCEL].topic = cfg->cancel_topic;
     c->nlanes = strcmp(cfg->invite_topic, cfg->cancel_topic) == 0 ? 1 : 2;

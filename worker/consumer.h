@@ -40,7 +40,13 @@ struct consumer_ticket {
 
 struct consumer;
 
-struct consumer *consumer_new(const struct config *cfg, int wake_fd, char *err);
+/* Called when partitions are about to be revoked, before what is final is
+ * committed: the caller's chance to let work in flight settle. */
+typedef void consumer_revoke_fn(void *ctx);
+
+struct consumer *consumer_new(const struct config *cfg, int wake_fd,
+                              consumer_revoke_fn *on_revoke, void *ctx,
+                              char *err);
 
 /* The next message (owned by the caller: rd_kafka_message_destroy()), with
  * its ticket, or NULL when nothing is waiting. Error events are logged and

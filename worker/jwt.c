@@ -322,14 +322,11 @@ jwt_sign(struct jwt *jwt, int64_t iat, char *out, size_t outlen, char *err)
     return 0;
 }
 
-const char *
-jwt_token(struct jwt *jwt, int64_t now_s, char *err)
+/* Signs a token issued at now_s and makes it the current one. */
+static const char *
+jwt_renew_at(struct jwt *jwt, int64_t now_s, char *err)
 {
     char fresh[JWT_TOKEN_MAX];
-
-    if (jwt->have_token && now_s - jwt->iat < JWT_RENEW_AFTER_S) {
-        return jwt->token;
-    }
 
     /* Signed aside first, so a failure keeps the current token intact. */
     if (jwt_sign(jwt, now_s, fresh, sizeof(fresh), err) < 0) {
@@ -339,6 +336,30 @@ jwt_token(struct jwt *jwt, int64_t now_s, char *err)
     jwt->iat = now_s;
     jwt->have_token = 1;
     return jwt->token;
+}
+
+const char *
+jwt_token(struct jwt *jwt, int64_t now_s, char *err)
+{
+    if (jwt->have_token && now_s - jwt->iat < JWT_RENEW_AFTER_S) {
+        return jwt->token;
+    }
+    return jwt_renew_at(jwt, now_s, err);
+}
+
+int
+jwt_renew(struct jwt *jwt, int64_t now_s, char *err)
+{
+    if (jwt->have_token && now_s - jwt->iat < JWT_MIN_AGE_S) {
+        snprintf(err, JWT_ERR_MAX,
+                 "the provider token was signed %lld s ago (iat %lld, local "
+                 "clock %lld), too recently to sign another: APNs calling it "
+                 "expired suggests the local clock is wrong",
+                 (long long)(now_s - jwt->iat), (long long)jwt->iat,
+                 (long long)now_s);
+        return -1;
+    }
+    return jwt_renew_at(jwt, now_s, err) != NULL ? 0 : -1;
 }
 
 int64_t

@@ -39,6 +39,12 @@ void jwt_free(struct jwt *jwt);
  * (err says why). */
 const char *jwt_token(struct jwt *jwt, int64_t now_s, char *err);
 
+/* Signs a new token now, because APNs called the current one expired.
+ * Refuses (-1, err says why, naming the local clock) when the current one
+ * is younger than JWT_MIN_AGE_S: APNs rejects tokens that change more
+ * often, and a young token called expired means a clock is wrong. */
+int jwt_renew(struct jwt *jwt, int64_t now_s, char *err);
+
 /* Seconds since the epoch at which the current token was issued, or 0. */
 int64_t jwt_issued_at(const struct jwt *jwt);
 

@@ -22,6 +22,9 @@
 /* Messages read per pass before APNs gets its turn again. */
 #define PIPELINE_BATCH 256
 #define PIPELINE_IDLE_MS 1000
+/* The longest value a dead letter carries: an event above EVENT_MAX_BYTES
+ * is refused for its size, so its head is all anyone needs to see. */
+#define PIPELINE_DLQ_VALUE_MAX EVENT_MAX_BYTES
 
 enum push_state {
     PUSH_PENDING,
@@ -157,6 +160,9 @@ job_final(struct job *job)
                   : pushed > 0               ? "pushed"
                   : dead > 0                 ? "dead_token"
                                              : "suppressed";
+        if (strcmp(outcome, "suppressed") == 0 && expired > 0) {
+            job->cause = "expired";
+        }
     }
     line = log_begin(job->ack_failed                         ? LOG_ERROR
                      : strcmp(outcome, "dead_lettered") == 0 ? LOG_WARN
@@ -220,8 +226,9 @@ static void
 job_dead_letter(struct job *job)
 {
     struct pipeline *pl = job->pl;
-    rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
     char num[32], err[PRODUCER_ERR_MAX];
+    size_t len = job->len;
 
     add_header(h, "callpush-reason", job->dlq_reason);
     add_header(h, "callpush-source-topic",
@@ -231,8 +238,17 @@ job_dead_letter(struct job *job)
     snprintf(num, sizeof(num), "%lld", (long long)job->ticket.offset);
     add_header(h, "callpush-source-offset", num);
 
+    if (len > PIPELINE_DLQ_VALUE_MAX) {
+        /* Whatever got in can still be refused on the way out (the DLQ
+         * topic may allow less): keep the head, and say so. */
+        snprintf(num, sizeof(num), "%zu", len);
+        add_header(h, "callpush-original-bytes", num);
+        len = PIPELINE_DLQ_VALUE_MAX;
+    }
+
     if (producer_send(pl->producer, pl->cfg->dlq_topic, job->key, job->key_len,
-                      job->value, job->len, h, job, err) < 0) {
+                      job->null_value ? NULL : job->value, len, h, job,
+                      err) < 0) {
         job->ack_failed = 1;
         log_msg(LOG_ERROR, "dead letter not produced", "%s", err);
         return;
@@ -312,6 +328,11 @@ log_push(const struct push *push, const struct apns_result *res)
             log_str(line, "hint",
                     "configuration or payload error; "
                     "not retried");
+            if (strcmp(res->reason, "ExpiredProviderToken") == 0) {
+                /* A fresh token refused as expired: the clocks disagree. */
+                log_int(line, "local_clock_s", util_now_ms() / 1000);
+                log_int(line, "jwt_iat", jwt_issued_at(push->job->pl->jwt));
+            }
             log_end(line);
         }
     }
@@ -435,7 +456,11 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
     }
     pl->jobs = job;
     job->ticket = *t;
-    job->value = xstrndup(m->payload ? m->payload : "", m->len);
+    /* An oversize message is refused unread: only its head is kept, for
+     * the dead letter. */
+    job->value = xstrndup(
+        m->payload ? m->payload : "",
+        m->len < PIPELINE_DLQ_VALUE_MAX ? m->len : PIPELINE_DLQ_VALUE_MAX);
     job->len = m->len;
     job->null_value = m->payload == NULL;
     if (m->key != NULL) {
@@ -527,6 +552,32 @@ step(struct pipeline *pl, int more)
     drain_wake(pl);
     producer_poll(pl->producer);
     apns_run(pl->apns);
+}
+
+/*
+ * Partitions are about to be revoked (a rebalance). The eager protocol
+ * takes every partition away, so let everything in flight settle, up to
+ * one APNs deadline, before the consumer commits and lets go: otherwise
+ * the next owner reads the unsettled events again and pushes them twice.
+ * Runs inside consumer_next(), so it never reads new messages.
+ */
+static void
+on_revoke(void *ctx)
+{
+    struct pipeline *pl = ctx;
+    int64_t deadline;
+
+    if (pl->stopping) {
+        return; /* the shutdown drain already waited */
+    }
+    deadline = util_mono_ms() + pl->cfg->apns_timeout_ms + 1000;
+    while (pl->njobs > 0 && util_mono_ms() < deadline) {
+        step(pl, 0);
+    }
+    if (pl->njobs > 0) {
+        log_msg(LOG_WARN, "partitions revoked with events in flight",
+                "%zu events will be read again by the next owner", pl->njobs);
+    }
 }
 
 int
@@ -639,7 +690,7 @@ pipeline_new(const struct config *cfg, char *err)
         util_strlcpy(err, msg, PIPELINE_ERR_MAX);
         goto fail;
     }
-    pl->consumer = consumer_new(cfg, pl->wake[1], msg);
+    pl->consumer = consumer_new(cfg, pl->wake[1], on_revoke, pl, msg);
     if (pl->consumer == NULL) {
         util_strlcpy(err, msg, PIPELINE_ERR_MAX);
         goto fail;

@@ -35,8 +35,9 @@ kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, char *err,
 
         if (rd_kafka_conf_set(conf, cfg->kafka[i].name, cfg->kafka[i].value,
                               msg, sizeof(msg)) != RD_KAFKA_CONF_OK) {
-            snprintf(err, errlen, "Kafka property %s: %s", cfg->kafka[i].name,
-                     msg);
+            snprintf(err, errlen,
+                     "Kafka property %s (CALLPUSH_KAFKA_*, --kafka): %s",
+                     cfg->kafka[i].name, msg);
             return -1;
         }
     }
@@ -143,6 +144,10 @@ serve_event(struct producer *p, rd_kafka_event_t *ev)
         kafka_log_event(ev);
         break;
     case RD_KAFKA_EVENT_ERROR: {
+        /* A transport error repeats what librdkafka's log already said. */
+        if (rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__TRANSPORT) {
+            break;
+        }
         struct buf *line = log_begin_limited(
             rd_kafka_event_error_is_fatal(ev) ? LOG_ERROR : LOG_WARN,
             "kafka producer error", rd_kafka_event_error_string(ev));

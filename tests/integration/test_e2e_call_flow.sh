@@ -67,6 +67,8 @@ for name, kind, rec in (("invite", "invite", recs[0]), ("cancel", "cancel", recs
     if str(ev["_j_msgid"]) not in rec["body"]:
         errors.append(name + ": _j_msgid digits not in the body")
 expect("apns-id stable across redelivery", recs[2]["apns_id"], recs[0]["apns_id"])
+# One provider token, signed once and reused by every request.
+expect("one JWT for all requests", len({r["jwt_iat"] for r in recs}), 1)
 expect("invite _j_msgid", json.loads(recs[0]["body"])["_j_msgid"], 18101194842707757)
 for e in errors:
     print("  " + e)
