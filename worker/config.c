@@ -98,6 +98,18 @@ const struct config_setting config_settings[] = {
      TEXT_SETTING(cancel_video_title)},
     {"CALLPUSH_SOUND", "sound", "FILE_NAME", "laidian.caf",
      "Sound file in the app bundle played by an invite.", TEXT_SETTING(sound)},
+    {"CALLPUSH_HTTP_ADDR", "http-addr", "[HOST]:PORT", ":8080",
+     "Where /healthz, /readyz and /metrics are served; an empty host "
+     "listens on every address, port 0 on a free port (logged).",
+     CONFIG_RULE_LISTEN, 0, 0, offsetof(struct config, http_addr)},
+    {"CALLPUSH_SHUTDOWN_BUDGET_S", "shutdown-budget-s", "SECONDS", "25",
+     "On SIGTERM, how long pushes in flight may take to settle before the "
+     "worker commits and exits; keep it below the pod's grace period.",
+     CONFIG_RULE_INT, 1, 3600, offsetof(struct config, shutdown_budget_s)},
+    {"CALLPUSH_SUMMARY_INTERVAL_S", "summary-interval-s", "SECONDS", "60",
+     "Seconds between summary log lines with the counters and the "
+     "consumer lag; 0 turns them off.",
+     CONFIG_RULE_INT, 0, 86400, offsetof(struct config, summary_interval_s)},
     {"CALLPUSH_LOG_LEVEL", "log-level", "LEVEL", "info",
      "Lowest level logged: debug, info, warn or error.", CONFIG_RULE_LEVEL, 0,
      0, offsetof(struct config, log_level)},
@@ -243,6 +255,10 @@ rule_text(const struct config_setting *s, char *out, size_t len)
     case CONFIG_RULE_LEVEL:
         util_strlcpy(out, "must be one of debug, info, warn, error", len);
         break;
+    case CONFIG_RULE_LISTEN:
+        util_strlcpy(out, "must be [host]:port, with a port from 0 to 65535",
+                     len);
+        break;
     }
 }
 
@@ -333,6 +349,26 @@ check_host_port(const char *s, size_t n, int need_port)
         return need_port ? -1 : 0;
     }
     return parse_port(colon + 1, n - host_len - 1) < 0 ? -1 : 0;
+}
+
+/* "[host]:port" to listen on: the host may be empty (every address), the
+ * port may be 0 (any free one). */
+static int
+check_listen(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    size_t n = strlen(v);
+
+    if (colon == NULL) {
+        return -1;
+    }
+    if (colon == v) {
+        return strcmp(v, ":0") == 0 || parse_port(v + 1, n - 1) >= 0 ? 0 : -1;
+    }
+    if (strcmp(colon, ":0") == 0) {
+        return check_host_port(v, (size_t)(colon - v), 0);
+    }
+    return check_host_port(v, n, 1);
 }
 
 static int
@@ -519,6 +555,9 @@ setting_apply(struct config *cfg, const struct config_setting *s,
     case CONFIG_RULE_LEVEL:
         bad = log_parse_level(value, (enum log_level *)member(cfg, s)) < 0;
         return bad ? fail_rule(err, s, value, NULL) : 0;
+    case CONFIG_RULE_LISTEN:
+        bad = check_listen(value) < 0;
+        break;
     }
 
     if (bad) {

@@ -46,6 +46,8 @@ struct config {
         *apns_key_file, *apns_key_id, *apns_team_id;
     int apns_connections, apns_timeout_ms, max_inflight, ring_timeout_s,
         cancel_expiration_s;
+    char *http_addr;
+    int shutdown_budget_s, summary_interval_s;
     char *invite_title, *invite_video_title, *cancel_title, *cancel_video_title,
         *sound;
     enum log_level log_level;
@@ -67,6 +69,7 @@ enum config_rule {
     CONFIG_RULE_INT,      /* an integer from min to max; stored as int */
     CONFIG_RULE_TEXT,     /* valid UTF-8, 1..256 bytes */
     CONFIG_RULE_LEVEL,    /* a log level; stored as enum log_level */
+    CONFIG_RULE_LISTEN,   /* [host]:port to listen on, port 0 = any */
 };
 
 struct config_setting {
