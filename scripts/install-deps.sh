@@ -8,9 +8,10 @@ set -eu
 # Keep in step with deploy/Dockerfile, which installs the build list in its
 # first stage (a test compares the two).
 BUILD_PKGS="build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
-libcjson-dev libssl-dev libnghttp2-dev libcmocka-dev kcat openssl
-python3 python3-jsonschema"
-TEST_PKGS="nghttp2-client curl clang llvm libclang-rt-14-dev"
+libcjson-dev libssl-dev libnghttp2-dev libmicrohttpd-dev libcmocka-dev kcat
+openssl python3 python3-jsonschema"
+TEST_PKGS="nghttp2-client curl clang llvm libclang-rt-14-dev
+python3-prometheus-client yamllint"
 
 want=$BUILD_PKGS
 if [ "${1:-test}" = test ]; then

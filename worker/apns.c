@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <openssl/x509.h>
@@ -51,6 +53,7 @@ struct apns {
     struct apns_req *all;     /* every request not yet done */
     size_t inflight;
     char auth[1024]; /* "authorization: bearer <JWT>" */
+    int sockets;     /* open connections, counted by the socket callbacks */
     int64_t auth_iat;
 };
 
@@ -259,6 +262,29 @@ apns_auth(struct apns *a, char *err)
     return a->auth;
 }
 
+/* libcurl opens and closes connections through these, so the client can
+ * say how many it holds without asking libcurl's internals. */
+static curl_socket_t
+on_open_socket(void *userp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct apns *a = userp;
+    curl_socket_t fd = socket(addr->family, addr->socktype, addr->protocol);
+
+    if (fd != CURL_SOCKET_BAD) {
+        a->sockets++;
+    }
+    return fd;
+}
+
+static int
+on_close_socket(void *userp, curl_socket_t fd)
+{
+    struct apns *a = userp;
+
+    a->sockets--;
+    return close(fd);
+}
+
 /* Every header line fits: the longest value is a 255-byte topic. */
 #define APNS_HEADER_MAX 320
 
@@ -376,6 +402,10 @@ req_start(struct apns_req *r)
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, (long)r->fresh_connect);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, a);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, a);
     if (a->opts.ca_file != NULL) {
         curl_easy_setopt(e, CURLOPT_CAINFO, a->opts.ca_file);
     }
@@ -627,4 +657,10 @@ size_t
 apns_inflight(const struct apns *a)
 {
     return a->inflight;
+}
+
+int
+apns_connections(const struct apns *a)
+{
+    return a->sockets;
 }

@@ -104,6 +104,9 @@ void apns_run(struct apns *a);
 /* Pushes submitted and not yet done (including those waiting to retry). */
 size_t apns_inflight(const struct apns *a);
 
+/* TLS connections open to APNs now. */
+int apns_connections(const struct apns *a);
+
 /* The action for an HTTP status and APNs reason (pure; for tests too). */
 enum apns_action apns_classify(int status, const char *reason);
 

@@ -256,7 +256,9 @@ rule_text(const struct config_setting *s, char *out, size_t len)
         util_strlcpy(out, "must be one of debug, info, warn, error", len);
         break;
     case CONFIG_RULE_LISTEN:
-        util_strlcpy(out, "must be [host]:port, with a port from 0 to 65535",
+        util_strlcpy(out,
+                     "must be [host]:port with an IPv4 host or name, and a "
+                     "port from 0 to 65535",
                      len);
         break;
     }
@@ -359,7 +361,8 @@ check_listen(const char *v)
     const char *colon = strrchr(v, ':');
     size_t n = strlen(v);
 
-    if (colon == NULL) {
+    /* The listener binds IPv4 only. */
+    if (colon == NULL || strchr(v, '[') != NULL) {
         return -1;
     }
     if (colon == v) {

@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "ledger.h"
+#include "metrics.h"
 #include "log.h"
 #include "producer.h"
 #include "util.h"
@@ -31,6 +34,7 @@ struct consumer {
     int dirty;
     consumer_revoke_fn *on_revoke;
     void *revoke_ctx;
+    int closed; /* consumer_close() ran */
 };
 
 static int
@@ -120,6 +124,7 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
     if (code == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         mark_partitions(c, list, 1);
         rd_kafka_assign(rk, list);
+        metrics_set(METRICS_ASSIGNED, c->assigned);
         log_partitions("partitions assigned", list);
         return;
     }
@@ -130,7 +135,10 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
         c->on_revoke(c->revoke_ctx);
     }
     consumer_store(c);
-    cerr = rd_kafka_commit(rk, NULL, 0);
+    /* Asynchronous: with the brokers down, a synchronous commit would hold
+     * the loop (and a shutdown) for as long as librdkafka keeps trying.
+     * librdkafka also commits stored offsets as it unassigns. */
+    cerr = rd_kafka_commit(rk, NULL, 1);
     if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
         cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         log_msg(LOG_WARN, "commit on revocation failed", "%s",
@@ -138,6 +146,8 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
     }
     mark_partitions(c, list, 0);
     rd_kafka_assign(rk, NULL);
+    metrics_lag_clear();
+    metrics_set(METRICS_ASSIGNED, c->assigned);
     log_partitions("partitions revoked", list);
 }
 
@@ -176,6 +186,58 @@ on_error(rd_kafka_t *rk, int code, const char *reason, void *opaque)
     log_end(line);
 }
 
+/* Whether partition of the topic is assigned to this member now. */
+static int
+is_assigned(struct consumer *c, const char *topic, int32_t partition)
+{
+    int lane = lane_of(c, topic);
+    struct lane *l;
+
+    if (lane < 0) {
+        return 0;
+    }
+    l = &c->lanes[lane];
+    return partition >= 0 && partition < l->nparts &&
+           l->parts[partition].assigned;
+}
+
+/*
+ * librdkafka's statistics (JSON, every statistics.interval.ms) carry each
+ * partition's consumer lag: the distance from the committed offset to the
+ * high watermark. Served by the loop thread, inside the consumer's poll.
+ */
+static int
+on_stats(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    struct consumer *c = opaque;
+    cJSON *root = cJSON_ParseWithLength(json, len);
+    const cJSON *topic, *part;
+
+    cJSON_ArrayForEach(topic, cJSON_GetObjectItemCaseSensitive(root, "topics"))
+    {
+        const cJSON *parts =
+            cJSON_GetObjectItemCaseSensitive(topic, "partitions");
+
+        cJSON_ArrayForEach(part, parts)
+        {
+            const cJSON *lag =
+                cJSON_GetObjectItemCaseSensitive(part, "consumer_lag");
+            const cJSON *id =
+                cJSON_GetObjectItemCaseSensitive(part, "partition");
+
+            if (!cJSON_IsNumber(lag) || !cJSON_IsNumber(id) ||
+                lag->valuedouble < 0 ||
+                !is_assigned(c, topic->string, (int32_t)id->valuedouble)) {
+                continue;
+            }
+            metrics_lag(topic->string, (int32_t)id->valuedouble,
+                        (int64_t)lag->valuedouble);
+        }
+    }
+    cJSON_Delete(root);
+    return 0; /* librdkafka frees json */
+}
+
 static int
 conf_set_all(rd_kafka_conf_t *conf, const char *const (*kv)[2], size_t n,
              char *msg, size_t msglen)
@@ -198,6 +260,7 @@ consumer_conf(rd_kafka_conf_t *conf, const struct config *cfg, char *msg,
     /* Defaults an operator may tune with CALLPUSH_KAFKA_*. */
     static const char *const tunable[][2] = {
         {"auto.commit.interval.ms", "1000"},
+        {"statistics.interval.ms", "5000"},
         {"auto.offset.reset", "earliest"},
         {"queued.min.messages", "20000"},
     };
@@ -246,6 +309,7 @@ consumer_new(const struct config *cfg, int wake_fd,
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_log_cb(conf, on_log);
     rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, msg, sizeof(msg));
     if (c->rk == NULL) {
         snprintf(err, CONSUMER_ERR_MAX, "consumer: %s", msg);
@@ -378,17 +442,44 @@ consumer_lane_topic(const struct consumer *c, enum consumer_lane lane)
     return c->lanes[lane].topic;
 }
 
-void
-consumer_close(struct consumer *c)
+int
+consumer_close(struct consumer *c, int timeout_ms)
 {
-    rd_kafka_resp_err_t code;
+    int64_t end = util_mono_ms() + timeout_ms;
+    rd_kafka_queue_t *q;
+    rd_kafka_error_t *error;
+    int closed;
 
     consumer_store(c);
-    code = rd_kafka_consumer_close(c->rk);
-    if (code != RD_KAFKA_RESP_ERR_NO_ERROR) {
+
+    /* Closing through a queue instead of rd_kafka_consumer_close(), which
+     * would block for as long as the brokers take: with them down, that
+     * is longer than any shutdown budget. */
+    q = rd_kafka_queue_new(c->rk);
+    error = rd_kafka_consumer_close_queue(c->rk, q);
+    if (error != NULL) {
         log_msg(LOG_WARN, "leaving the consumer group failed", "%s",
-                rd_kafka_err2str(code));
+                rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        rd_kafka_queue_destroy(q);
+        return -1;
     }
+    while (!rd_kafka_consumer_closed(c->rk) && util_mono_ms() < end) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+
+        if (ev == NULL) {
+            continue;
+        }
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+            on_rebalance(c->rk, rd_kafka_event_error(ev),
+                         rd_kafka_event_topic_partition_list(ev), c);
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    closed = rd_kafka_consumer_closed(c->rk);
+    rd_kafka_queue_destroy(q);
+    c->closed = 1;
+    return closed ? 0 : -1;
 }
 
 void
@@ -404,7 +495,10 @@ consumer_free(struct consumer *c)
         rd_kafka_queue_destroy(c->queue);
     }
     if (c->rk != NULL) {
-        rd_kafka_destroy(c->rk);
+        /* After consumer_close() (finished or timed out), destroying must
+         * not try to leave the group a second time. */
+        rd_kafka_destroy_flags(
+            c->rk, c->closed ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
     }
     for (lane = 0; lane < LANE_COUNT; lane++) {
         for (i = 0; i < c->lanes[lane].nparts; i++) {

@@ -64,8 +64,10 @@ void consumer_store(struct consumer *c);
 /* Partitions assigned now, over both lanes. */
 int consumer_assigned(const struct consumer *c);
 
-/* Commits what is final and leaves the group. */
-void consumer_close(struct consumer *c);
+/* Commits what is final and leaves the group, waiting at most timeout_ms.
+ * Returns 0 when it left, -1 when the time ran out (the brokers may be
+ * down: what was committed before stays committed). */
+int consumer_close(struct consumer *c, int timeout_ms);
 void consumer_free(struct consumer *c);
 
 const char *consumer_lane_topic(const struct consumer *c,

@@ -22,16 +22,16 @@
 #include "buf.h"
 
 enum metrics_counter {
-    METRICS_EVENTS_INVITE,   /* events consumed, by type */
+    METRICS_EVENTS_INVITE, /* events consumed, by type */
     METRICS_EVENTS_CANCEL,
     METRICS_EVENTS_INVALID,  /* could not be decoded */
     METRICS_SUPPRESSED_LATE, /* suppressions, by cause */
     METRICS_SUPPRESSED_EXPIRED,
     METRICS_SUPPRESSED_DUPLICATE,
     METRICS_SUPPRESSED_CANCELLED,
-    METRICS_RETRIES,         /* APNs attempts after the first */
-    METRICS_DEAD_LETTERS,    /* acknowledged by Kafka */
-    METRICS_FEEDBACK,        /* dead-token messages acknowledged */
+    METRICS_RETRIES,      /* APNs attempts after the first */
+    METRICS_DEAD_LETTERS, /* acknowledged by Kafka */
+    METRICS_FEEDBACK,     /* dead-token messages acknowledged */
     METRICS_COUNTER_COUNT
 };
 

@@ -15,6 +15,8 @@
 #include "event.h"
 #include "jwt.h"
 #include "log.h"
+#include "metrics.h"
+#include "admin.h"
 #include "payload.h"
 #include "producer.h"
 #include "util.h"
@@ -22,6 +24,8 @@
 /* Messages read per pass before APNs gets its turn again. */
 #define PIPELINE_BATCH 256
 #define PIPELINE_IDLE_MS 1000
+/* Of the shutdown budget, what is kept for committing and leaving. */
+#define PIPELINE_CLOSE_MS 5000
 /* The longest value a dead letter carries: an event above EVENT_MAX_BYTES
  * is refused for its size, so its head is all anyone needs to see. */
 #define PIPELINE_DLQ_VALUE_MAX EVENT_MAX_BYTES
@@ -36,8 +40,16 @@ enum push_state {
 
 struct job;
 
+/* What a Kafka message produced for a job was, so that its
+ * acknowledgement is counted under the right name. */
+struct ack {
+    struct job *job;
+    enum metrics_counter counter;
+};
+
 struct push {
     struct job *job;
+    struct ack feedback_ack;
     const char *token;
     char apns_id[PAYLOAD_APNS_ID_LEN + 1];
     enum push_state state;
@@ -64,6 +76,7 @@ struct job {
     size_t npending; /* pushes without a final result */
     size_t nacks;    /* Kafka messages sent and not yet acknowledged */
     int ack_failed;  /* one of them was not delivered: do not commit */
+    struct ack dlq_ack;
     char dlq_reason[256];
     const char *outcome; /* set when the event is settled without pushes */
     const char *cause;
@@ -80,6 +93,8 @@ struct pipeline {
     volatile sig_atomic_t stopping;
     struct job *jobs; /* open jobs, newest first */
     size_t njobs;
+    struct admin *admin;
+    int64_t next_summary; /* monotonic ms */
 };
 
 static void job_settle(struct job *job);
@@ -162,6 +177,7 @@ job_final(struct job *job)
                                              : "suppressed";
         if (strcmp(outcome, "suppressed") == 0 && expired > 0) {
             job->cause = "expired";
+            metrics_inc(METRICS_SUPPRESSED_EXPIRED);
         }
     }
     line = log_begin(job->ack_failed                         ? LOG_ERROR
@@ -204,10 +220,13 @@ job_maybe_final(struct job *job)
 static void
 on_ack(void *opaque, const char *err)
 {
-    struct job *job = opaque;
+    struct ack *ack = opaque;
+    struct job *job = ack->job;
 
     job->nacks--;
-    if (err != NULL) {
+    if (err == NULL) {
+        metrics_inc(ack->counter);
+    } else {
         job->ack_failed = 1;
         log_msg(LOG_ERROR, "Kafka did not take a message", "%s", err);
     }
@@ -247,8 +266,8 @@ job_dead_letter(struct job *job)
     }
 
     if (producer_send(pl->producer, pl->cfg->dlq_topic, job->key, job->key_len,
-                      job->null_value ? NULL : job->value, len, h, job,
-                      err) < 0) {
+                      job->null_value ? NULL : job->value, len, h,
+                      &job->dlq_ack, err) < 0) {
         job->ack_failed = 1;
         log_msg(LOG_ERROR, "dead letter not produced", "%s", err);
         return;
@@ -301,8 +320,11 @@ report_dead_token(struct push *push, const struct apns_result *res)
     buf_json_strz(&b, job->ev.call_id);
     buf_addf(&b, ",\"_j_msgid\":%s}", job->ev.msgid);
 
+    push->feedback_ack.job = job;
+    push->feedback_ack.counter = METRICS_FEEDBACK;
     if (producer_send(pl->producer, pl->cfg->feedback_topic, push->token,
-                      strlen(push->token), b.data, b.len, NULL, job, err) < 0) {
+                      strlen(push->token), b.data, b.len, NULL,
+                      &push->feedback_ack, err) < 0) {
         job->ack_failed = 1;
         log_msg(LOG_ERROR, "token feedback not produced", "%s", err);
     } else {
@@ -356,6 +378,28 @@ log_push(const struct push *push, const struct apns_result *res)
     log_end(line);
 }
 
+/* Counts an APNs answer, and what it says about reachability and
+ * credentials for /readyz. */
+static void
+push_metrics(const struct job *job, const struct apns_result *res)
+{
+    metrics_push(res->status, res->reason);
+    if (res->attempts > 1) {
+        metrics_add(METRICS_RETRIES, (uint64_t)(res->attempts - 1));
+    }
+    if (res->status == 200) {
+        metrics_latency(
+            job->ev.type == EVENT_INVITE ? METRICS_INVITE : METRICS_CANCEL,
+            (double)(util_now_ms() - job->ev.created_at_ms) / 1000.0);
+        metrics_set(METRICS_APNS_OK, 1);
+        metrics_set(METRICS_CREDENTIALS_OK, 1);
+    } else if (res->status == 0) {
+        metrics_set(METRICS_APNS_OK, 0);
+    } else if (res->status == 403) {
+        metrics_set(METRICS_CREDENTIALS_OK, 0);
+    }
+}
+
 static void
 on_push_done(void *ctx, const struct apns_push *ap,
              const struct apns_result *res)
@@ -378,6 +422,7 @@ on_push_done(void *ctx, const struct apns_push *ap,
                           : PUSH_FAILED;
         break;
     }
+    push_metrics(job, res);
     log_push(push, res);
     if (push->state == PUSH_DEAD_TOKEN) {
         report_dead_token(push, res);
@@ -456,6 +501,8 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
     }
     pl->jobs = job;
     job->ticket = *t;
+    job->dlq_ack.job = job;
+    job->dlq_ack.counter = METRICS_DEAD_LETTERS;
     /* An oversize message is refused unread: only its head is kept, for
      * the dead letter. */
     job->value = xstrndup(
@@ -476,10 +523,13 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
         goto out;
     }
     if (event_decode(&job->ev, job->value, job->len, err) < 0) {
+        metrics_inc(METRICS_EVENTS_INVALID);
         reject(job, "invalid event", err);
         goto out;
     }
     job->decoded = 1;
+    metrics_inc(job->ev.type == EVENT_INVITE ? METRICS_EVENTS_INVITE
+                                             : METRICS_EVENTS_CANCEL);
     job->apns_topic =
         job->ev.apns_topic ? job->ev.apns_topic : pl->cfg->apns_topic;
     job->sandbox = job->ev.environment == EVENT_ENV_DEFAULT
@@ -492,6 +542,7 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
          * ring for a call nobody is making any more. */
         job->outcome = "suppressed";
         job->cause = "late";
+        metrics_inc(METRICS_SUPPRESSED_LATE);
         goto out;
     }
     if (payload_build(&job->payload, &job->ev, &pl->popts, PAYLOAD_ALERT_MAX,
@@ -538,11 +589,58 @@ consume(struct pipeline *pl)
     return 1;
 }
 
+/* One line with the counters and the lag, for operators who read logs
+ * rather than dashboards. */
+static void
+log_summary(struct pipeline *pl)
+{
+    struct buf *line = log_begin(LOG_INFO, "summary");
+
+    if (line == NULL) {
+        return;
+    }
+    log_int(line, "invites", (int64_t)metrics_get(METRICS_EVENTS_INVITE));
+    log_int(line, "cancels", (int64_t)metrics_get(METRICS_EVENTS_CANCEL));
+    log_int(line, "invalid", (int64_t)metrics_get(METRICS_EVENTS_INVALID));
+    log_int(line, "pushed", (int64_t)metrics_pushes(200));
+    log_int(line, "suppressed_late",
+            (int64_t)metrics_get(METRICS_SUPPRESSED_LATE));
+    log_int(line, "suppressed_expired",
+            (int64_t)metrics_get(METRICS_SUPPRESSED_EXPIRED));
+    log_int(line, "retries", (int64_t)metrics_get(METRICS_RETRIES));
+    log_int(line, "dead_letters", (int64_t)metrics_get(METRICS_DEAD_LETTERS));
+    log_int(line, "feedback", (int64_t)metrics_get(METRICS_FEEDBACK));
+    log_int(line, "in_flight", metrics_gauge(METRICS_INFLIGHT));
+    log_int(line, "apns_connections", metrics_gauge(METRICS_APNS_CONNECTIONS));
+    log_int(line, "assigned_partitions", metrics_gauge(METRICS_ASSIGNED));
+    log_int(line, "consumer_lag", metrics_lag_total());
+    log_end(line);
+}
+
+/* Gauges the admin listener reads, refreshed once per pass. */
+static void
+update_gauges(struct pipeline *pl)
+{
+    int64_t now = util_mono_ms();
+
+    metrics_set(METRICS_LOOP_HEARTBEAT_MS, now);
+    metrics_set(METRICS_INFLIGHT, (int64_t)apns_inflight(pl->apns));
+    metrics_set(METRICS_APNS_CONNECTIONS, apns_connections(pl->apns));
+    metrics_set(METRICS_JWT_IAT, jwt_issued_at(pl->jwt));
+    if (pl->cfg->summary_interval_s > 0 && now >= pl->next_summary) {
+        if (pl->next_summary > 0) {
+            log_summary(pl);
+        }
+        pl->next_summary = now + pl->cfg->summary_interval_s * 1000LL;
+    }
+}
+
 static void
 step(struct pipeline *pl, int more)
 {
     struct curl_waitfd wfd;
 
+    update_gauges(pl);
     wfd.fd = pl->wake[0];
     wfd.events = CURL_WAIT_POLLIN;
     wfd.revents = 0;
@@ -583,8 +681,8 @@ on_revoke(void *ctx)
 int
 pipeline_run(struct pipeline *pl)
 {
-    int64_t deadline;
-    int more = 0;
+    int64_t end, settle_end, reserve;
+    int more = 0, left;
 
     log_msg(LOG_INFO, "worker running", NULL);
     while (!pl->stopping) {
@@ -593,30 +691,49 @@ pipeline_run(struct pipeline *pl)
         apns_run(pl->apns);
     }
 
-    /* Stop reading; give what is in flight time to settle. */
-    log_msg(LOG_INFO, "stopping", "%zu events in flight", pl->njobs);
-    deadline = util_mono_ms() + PIPELINE_DRAIN_MS;
-    while (pl->njobs > 0 && util_mono_ms() < deadline) {
+    /* Stop reading. Pushes in flight get the budget, less a reserve for
+     * committing, leaving the group and flushing the producer. */
+    end = util_mono_ms() + pl->cfg->shutdown_budget_s * 1000LL;
+    reserve = pl->cfg->shutdown_budget_s * 1000LL / 4;
+    settle_end =
+        end - (reserve < PIPELINE_CLOSE_MS ? reserve : PIPELINE_CLOSE_MS);
+    log_msg(LOG_INFO, "stopping", "%zu events in flight, %d s to settle",
+            pl->njobs, pl->cfg->shutdown_budget_s);
+    while (pl->njobs > 0 && util_mono_ms() < settle_end) {
         step(pl, 0);
     }
     consumer_store(pl->consumer);
-    consumer_close(pl->consumer);
-    producer_flush(pl->producer, 5000);
-    log_msg(LOG_INFO, "stopped", "%zu events left unsettled", pl->njobs);
+    if (consumer_close(pl->consumer, (int)(end - util_mono_ms())) < 0) {
+        log_msg(LOG_WARN, "left the group without a goodbye",
+                "the brokers did not answer in time; offsets committed "
+                "before stay committed");
+    }
+    left = producer_flush(pl->producer, (int)(end - util_mono_ms()));
+    log_msg(LOG_INFO, "stopped",
+            "%zu events left unsettled (read again by the next owner), "
+            "%d Kafka messages unacknowledged",
+            pl->njobs, left);
     log_flush();
-    return pl->njobs == 0 ? 0 : -1;
+    if (util_mono_ms() >= end) {
+        return PIPELINE_OUT_OF_TIME;
+    }
+    return pl->njobs == 0 && left == 0 ? 0 : -1;
 }
 
-void
+int
 pipeline_stop(struct pipeline *pl)
 {
     int saved = errno;
 
+    if (pl->stopping) {
+        return 1;
+    }
     pl->stopping = 1;
     if (write(pl->wake[1], "s", 1) < 0) {
         /* The pipe is full, so the loop is awake anyway. */
     }
     errno = saved;
+    return 0;
 }
 
 static int
@@ -690,6 +807,17 @@ pipeline_new(const struct config *cfg, char *err)
         util_strlcpy(err, msg, PIPELINE_ERR_MAX);
         goto fail;
     }
+    metrics_set(METRICS_CREDENTIALS_OK, 1);
+    /* Until an attempt says otherwise; "callpush check" probes it first. */
+    metrics_set(METRICS_APNS_OK, 1);
+    pl->admin = admin_start(cfg->http_addr, msg);
+    if (pl->admin == NULL) {
+        snprintf(err, PIPELINE_ERR_MAX, "CALLPUSH_HTTP_ADDR (--http-addr): %s",
+                 msg);
+        goto fail;
+    }
+    log_msg(LOG_INFO, "serving health and metrics", "%s, port %d",
+            cfg->http_addr, admin_port(pl->admin));
     pl->consumer = consumer_new(cfg, pl->wake[1], on_revoke, pl, msg);
     if (pl->consumer == NULL) {
         util_strlcpy(err, msg, PIPELINE_ERR_MAX);
@@ -718,6 +846,9 @@ pipeline_free(struct pipeline *pl)
         job_free(pl->jobs);
     }
     jwt_free(pl->jwt);
+    if (pl->admin != NULL) {
+        admin_stop(pl->admin);
+    }
     if (pl->wake[0] >= 0) {
         close(pl->wake[0]);
         close(pl->wake[1]);

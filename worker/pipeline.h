@@ -19,9 +19,6 @@
 
 #define PIPELINE_ERR_MAX 512
 
-/* How long a stopping worker waits for pushes in flight to settle. */
-#define PIPELINE_DRAIN_MS 20000
-
 struct pipeline;
 
 /* Builds every part from cfg (which must outlive the pipeline): loads the
@@ -29,12 +26,18 @@ struct pipeline;
  * with err set when any part cannot start. */
 struct pipeline *pipeline_new(const struct config *cfg, char *err);
 
-/* Runs until pipeline_stop(); then drains, commits and leaves the group.
- * Returns 0 when everything in flight settled, -1 otherwise. */
+/* pipeline_run() used the whole shutdown budget: exit at once. */
+#define PIPELINE_OUT_OF_TIME (-2)
+
+/* Runs until pipeline_stop(); then, within CALLPUSH_SHUTDOWN_BUDGET_S,
+ * lets what is in flight settle, commits, leaves the group and flushes the
+ * producer. Returns 0 when everything settled, -1 when something was left
+ * to be read again, PIPELINE_OUT_OF_TIME when the budget ran out. */
 int pipeline_run(struct pipeline *pl);
 
-/* Async-signal-safe. */
-void pipeline_stop(struct pipeline *pl);
+/* Async-signal-safe. Asks the loop to stop; returns 1 when it had been
+ * asked already. */
+int pipeline_stop(struct pipeline *pl);
 
 void pipeline_free(struct pipeline *pl);
 

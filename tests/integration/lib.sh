@@ -121,7 +121,8 @@ worker_env() {
         CALLPUSH_APNS_TEAM_ID="$TEAM_ID" \
         CALLPUSH_KAFKA_SESSION_TIMEOUT_MS=6000 \
         CALLPUSH_KAFKA_HEARTBEAT_INTERVAL_MS=500 \
-        CALLPUSH_KAFKA_FETCH_WAIT_MAX_MS=10
+        CALLPUSH_KAFKA_FETCH_WAIT_MAX_MS=10 \
+        CALLPUSH_HTTP_ADDR=127.0.0.1:0
 }
 
 # start_worker NAME [FLAGS...]: runs a worker, its log in $T/NAME.log.
@@ -137,6 +138,23 @@ start_worker() {
 # wait_assigned NAME: until the worker has partitions.
 wait_assigned() {
     wait_until 30 grep -q '"partitions assigned"' "$T/$1.log"
+}
+
+# admin_port NAME: the port the worker's health and metrics listener took.
+admin_port() {
+    sed -n 's/.*"msg":"serving health and metrics".*port \([0-9]*\)".*/\1/p' \
+        "$T/$1.log" | head -n 1
+}
+
+# has_admin_port NAME: true once the worker logged its listener's port.
+has_admin_port() {
+    [ -n "$(admin_port "$1")" ]
+}
+
+# http_get NAME PATH: status line and body of GET PATH on NAME's listener.
+http_get() {
+    curl -s -o "$T/http.body" -w '%{http_code}' \
+        "http://127.0.0.1:$(admin_port "$1")$2" || true
 }
 
 # fresh FILE: the event in FILE on one line, created now.
