@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The health and metrics listener: /readyz is false until partitions are
 # assigned, /healthz follows the loop, and /metrics parses as Prometheus
-# text and counts what the APNs stand-in and Kafka actually received.
+# text and counts what the APNs stand-in and Kafka actually received; the
+# periodic summary line carries the same counters.
 set -eu
 . "$(dirname "$0")/lib.sh"
 
 GONE=$(printf '%060x%04x' 0 1)
 start_kafka
 start_apns --fail "$GONE=410:Unregistered"
-start_worker worker
+start_worker worker --summary-interval-s 1
 wait_until 20 has_admin_port worker || { fail "no listener port logged"; finish; }
 
 code=$(http_get worker /readyz)
@@ -84,4 +85,17 @@ for e in errors:
     print("  " + e)
 sys.exit(1 if errors else 0)
 PYEOF
+summary_done() {
+    grep '"msg":"summary"' "$T/worker.log" | grep -q '"pushed":4,'
+}
+check "a summary line carries the counters and the lag" \
+    wait_until 10 summary_done
+check "the summary line names every counter" $PY -c '
+import json, sys
+lines = [json.loads(l) for l in open(sys.argv[1]) if "\"summary\"" in l]
+want = {"invites", "cancels", "invalid", "pushed", "suppressed_late",
+        "suppressed_expired", "retries", "dead_letters", "feedback",
+        "in_flight", "apns_connections", "assigned_partitions", "consumer_lag"}
+assert want <= set(lines[-1]), sorted(want - set(lines[-1]))
+' "$T/worker.log"
 finish
