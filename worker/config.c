@@ -970,6 +970,10 @@ config_print_help(FILE *out)
 
     fputs("Usage: callpush [run] [FLAGS]      run the worker\n"
           "       callpush validate FILE...   check call event files\n"
+          "       callpush send --token HEX   push one invite or cancel by "
+          "hand\n"
+          "       callpush check              check credentials and APNs, "
+          "send nothing\n"
           "       callpush --help             show this help\n"
           "       callpush --version          show the version\n"
           "\n"

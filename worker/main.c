@@ -17,6 +17,8 @@
 #include <openssl/crypto.h>
 
 #include "buf.h"
+#include "cmd_check.h"
+#include "cmd_send.h"
 #include "cmd_validate.h"
 #include "config.h"
 #include "log.h"
@@ -142,6 +144,12 @@ main(int argc, char **argv)
     }
     if (strcmp(sub, "validate") == 0) {
         return cmd_validate(argc - 1, argv + 1);
+    }
+    if (strcmp(sub, "send") == 0) {
+        return cmd_send(argc - 1, argv + 1);
+    }
+    if (strcmp(sub, "check") == 0) {
+        return cmd_check(argc - 1, argv + 1);
     }
     if (strcmp(sub, "run") == 0) {
         /* config_load() skips its argv[0]: here, the subcommand. */

@@ -519,6 +519,7 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
     if (m->len > EVENT_MAX_BYTES) {
         snprintf(err, sizeof(err), "message of %zu bytes exceeds %d", m->len,
                  EVENT_MAX_BYTES);
+        metrics_inc(METRICS_EVENTS_INVALID);
         reject(job, "invalid event", err);
         goto out;
     }
@@ -808,7 +809,10 @@ pipeline_new(const struct config *cfg, char *err)
         goto fail;
     }
     metrics_set(METRICS_CREDENTIALS_OK, 1);
-    /* Until an attempt says otherwise; "callpush check" probes it first. */
+    /* NEEDSWORK: assumed reachable until an attempt says otherwise. A TLS
+     * probe at start (what "callpush check" does) would make /readyz wait
+     * for a real connection, at the cost of delaying every start by up to
+     * one APNs deadline when APNs is unreachable. */
     metrics_set(METRICS_APNS_OK, 1);
     pl->admin = admin_start(cfg->http_addr, msg);
     if (pl->admin == NULL) {
