@@ -28,4 +28,6 @@ echo "== test with ASan + UBSan"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j 2)
+echo "== fuzz (bounded)"
+bash tests/fuzz/run.sh 60
 echo "== all tests passed: formatting, plain build, ASan + UBSan build"

@@ -471,8 +471,8 @@ backoff_ms(int attempt)
 }
 
 static void
-req_done(struct apns_req *r, enum apns_action action, int status,
-         int64_t timestamp_ms, int gave_up)
+req_done_as(struct apns_req *r, enum apns_action action, int status,
+            int64_t timestamp_ms, int gave_up, int dropped)
 {
     struct apns *a = r->owner;
     struct apns_result res;
@@ -484,6 +484,7 @@ req_done(struct apns_req *r, enum apns_action action, int status,
     res.timestamp_ms = timestamp_ms;
     res.attempts = r->attempts;
     res.gave_up = gave_up;
+    res.dropped = dropped;
     a->inflight--;
     if (r->all_prev != NULL) {
         r->all_prev->all_next = r->all_next;
@@ -495,6 +496,13 @@ req_done(struct apns_req *r, enum apns_action action, int status,
     }
     a->done(r->push.ctx, &r->push, &res);
     req_free(r);
+}
+
+static void
+req_done(struct apns_req *r, enum apns_action action, int status,
+         int64_t timestamp_ms, int gave_up)
+{
+    req_done_as(r, action, status, timestamp_ms, gave_up, 0);
 }
 
 /*
@@ -606,6 +614,12 @@ start_due(struct apns *a)
         r->next = NULL;
         if (r->attempts > 0 && util_now_ms() >= r->push.give_up_ms) {
             req_done(r, apns_classify(0, NULL), 0, 0, 1);
+            continue;
+        }
+        if (r->attempts > 0 && a->opts.wanted != NULL &&
+            !a->opts.wanted(r->push.ctx)) {
+            /* Keeps the last answer's status and reason for the log. */
+            req_done_as(r, apns_classify(0, NULL), 0, 0, 0, 1);
             continue;
         }
         if (req_start(r) < 0) {

@@ -52,6 +52,10 @@ struct apns_opts {
     int connections;     /* per host */
     int timeout_ms;      /* one attempt's deadline */
     struct jwt *jwt;
+    /* Asked before every retry, with the push's ctx: 0 means the push is
+     * no longer wanted (its call was cancelled), and it ends without
+     * another attempt. NULL: always wanted. */
+    int (*wanted)(void *ctx);
 };
 
 struct apns_push {
@@ -77,6 +81,7 @@ struct apns_result {
     int64_t timestamp_ms; /* 410's "timestamp", else 0 */
     int attempts;
     int gave_up; /* 1: stopped retrying at give_up_ms */
+    int dropped; /* 1: no longer wanted, not retried */
 };
 
 typedef void apns_done_fn(void *ctx, const struct apns_push *push,

@@ -98,6 +98,23 @@ const struct config_setting config_settings[] = {
      TEXT_SETTING(cancel_video_title)},
     {"CALLPUSH_SOUND", "sound", "FILE_NAME", "laidian.caf",
      "Sound file in the app bundle played by an invite.", TEXT_SETTING(sound)},
+    {"CALLPUSH_MIN_RING_LEFT_S", "min-ring-left-s", "SECONDS", "3",
+     "An invite with less ring time left than this is not pushed: it "
+     "would reach the phone after the caller gave up.",
+     CONFIG_RULE_INT, 0, 600, offsetof(struct config, min_ring_left_s)},
+    {"CALLPUSH_DEDUPE_WINDOW_S", "dedupe-window-s", "SECONDS", "600",
+     "How long a _j_msgid is remembered, so that the same message read "
+     "again (a producer retry, a redelivery) is not pushed twice.",
+     CONFIG_RULE_INT, 1, 86400, offsetof(struct config, dedupe_window_s)},
+    {"CALLPUSH_DEDUPE_ENTRIES", "dedupe-entries", "COUNT", "1000000",
+     "Capacity of the _j_msgid table (about 22 bytes each, allocated at "
+     "start); the oldest go first when it is full.",
+     CONFIG_RULE_INT, 1000, 100000000, offsetof(struct config, dedupe_entries)},
+    {"CALLPUSH_TOMBSTONE_ENTRIES", "tombstone-entries", "COUNT", "200000",
+     "Capacity of the table of cancelled calls (about 85 bytes each, "
+     "allocated at start); each is kept for the longest ring window.",
+     CONFIG_RULE_INT, 1000, 10000000,
+     offsetof(struct config, tombstone_entries)},
     {"CALLPUSH_HTTP_ADDR", "http-addr", "[HOST]:PORT", ":8080",
      "Where /healthz, /readyz and /metrics are served; an empty host "
      "listens on every address, port 0 on a free port (logged).",

@@ -48,6 +48,7 @@ struct config {
         cancel_expiration_s;
     char *http_addr;
     int shutdown_budget_s, summary_interval_s;
+    int dedupe_window_s, dedupe_entries, tombstone_entries, min_ring_left_s;
     char *invite_title, *invite_video_title, *cancel_title, *cancel_video_title,
         *sound;
     enum log_level log_level;

@@ -17,6 +17,9 @@ struct part {
     uint32_t generation;
     int assigned;
     int dirty; /* watermark moved since the last store */
+    /* A cancel partition being read back from before its committed offset
+     * to rebuild tombstones: offsets below this are replays. 0: none. */
+    int64_t replay_until;
 };
 
 struct lane {
@@ -25,16 +28,27 @@ struct lane {
     int32_t nparts;
 };
 
+/* Bounds on reading back recent cancels at assignment. */
+#define CONSUMER_LOOKUP_MS 5000
+#define CONSUMER_REPLAY_MAX_MS 30000
+#define CONSUMER_REPLAY_MAX_MSGS 200000
+
 struct consumer {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
+    /* Each assigned partition's messages are redirected to its lane's
+     * queue, so the worker can read cancels ahead of any invite backlog. */
+    rd_kafka_queue_t *lane_q[LANE_COUNT];
     struct lane lanes[LANE_COUNT];
     int nlanes; /* 1 when invites and cancels share one topic */
     int assigned;
     int dirty;
     consumer_revoke_fn *on_revoke;
     void *revoke_ctx;
-    int closed; /* consumer_close() ran */
+    int64_t replay_ms;       /* how far back cancels are read on assignment */
+    int64_t replay_deadline; /* monotonic ms; 0 when nothing is replaying */
+    int closing;             /* consumer_close() started */
+    int closed;              /* consumer_close() ran */
 };
 
 static int
@@ -106,11 +120,159 @@ mark_partitions(struct consumer *c, const rd_kafka_topic_partition_list_t *list,
         p = part_get(c, lane, list->elems[i].partition);
         p->generation++;
         p->dirty = 0;
+        p->replay_until = 0;
         ledger_reset(p->ledger);
         if (p->assigned != assigned) {
             c->assigned += assigned ? 1 : -1;
         }
         p->assigned = assigned;
+    }
+}
+
+static void
+forward_partitions(struct consumer *c,
+                   const rd_kafka_topic_partition_list_t *list)
+{
+    int i;
+
+    for (i = 0; i < list->cnt; i++) {
+        int lane = lane_of(c, list->elems[i].topic);
+        rd_kafka_queue_t *pq;
+
+        if (lane < 0) {
+            continue;
+        }
+        pq = rd_kafka_queue_get_partition(c->rk, list->elems[i].topic,
+                                          list->elems[i].partition);
+        if (pq != NULL) {
+            rd_kafka_queue_forward(pq, c->lane_q[lane]);
+            rd_kafka_queue_destroy(pq);
+        }
+    }
+}
+
+/*
+ * State is soft, Kafka is the source of truth: a cancel another worker
+ * handled before this one got the partition still has to stop its invite
+ * here. So each newly assigned cancel partition is read from
+ * (now - replay_ms) up to its committed offset before anything else: those
+ * messages only rebuild tombstones (the ticket says "replay"), they are not
+ * pushed again. Sets the start offsets in list, and marks the partitions
+ * whose invites must wait for it.
+ */
+static void
+plan_replay(struct consumer *c, rd_kafka_topic_partition_list_t *list)
+{
+    rd_kafka_topic_partition_list_t *committed, *times;
+    const char *topic = c->lanes[LANE_CANCEL].topic;
+    int64_t since = util_now_ms() - c->replay_ms;
+    int i;
+
+    if (c->nlanes < 2 || c->replay_ms <= 0) {
+        return;
+    }
+    committed = rd_kafka_topic_partition_list_new(list->cnt);
+    times = rd_kafka_topic_partition_list_new(list->cnt);
+    for (i = 0; i < list->cnt; i++) {
+        if (strcmp(list->elems[i].topic, topic) == 0) {
+            rd_kafka_topic_partition_list_add(committed, topic,
+                                              list->elems[i].partition);
+            rd_kafka_topic_partition_list_add(times, topic,
+                                              list->elems[i].partition)
+                ->offset = since;
+        }
+    }
+    if (committed->cnt == 0 ||
+        rd_kafka_committed(c->rk, committed, CONSUMER_LOOKUP_MS) ||
+        rd_kafka_offsets_for_times(c->rk, times, CONSUMER_LOOKUP_MS)) {
+        log_msg(LOG_WARN, "cannot read back recent cancels",
+                "tombstones of calls cancelled before this assignment are "
+                "missing");
+        goto out;
+    }
+    for (i = 0; i < committed->cnt; i++) {
+        int64_t from = times->elems[i].offset;
+        int64_t upto = committed->elems[i].offset;
+        int32_t pnum = committed->elems[i].partition;
+
+        if (from < 0 && upto > 0) {
+            /* No offset for that time: on a broker, nothing that recent;
+             * some brokers (and librdkafka's mock) do not look times up.
+             * Read back a bounded tail instead; the caller skips what is
+             * older than the window by each message's timestamp. */
+            int64_t lo = 0, hi = 0;
+
+            if (rd_kafka_query_watermark_offsets(c->rk, topic, pnum, &lo, &hi,
+                                                 CONSUMER_LOOKUP_MS) == 0) {
+                from = upto - CONSUMER_REPLAY_MAX_MSGS > lo
+                           ? upto - CONSUMER_REPLAY_MAX_MSGS
+                           : lo;
+            }
+        }
+        if (from < 0 || upto <= from) {
+            continue;
+        }
+        rd_kafka_topic_partition_list_find(list, topic, pnum)->offset = from;
+        part_get(c, LANE_CANCEL, pnum)->replay_until = upto;
+        c->replay_deadline = util_mono_ms() + CONSUMER_REPLAY_MAX_MS;
+    }
+out:
+    rd_kafka_topic_partition_list_destroy(committed);
+    rd_kafka_topic_partition_list_destroy(times);
+}
+
+/* Pauses (or resumes) the invite partition with the same number as a
+ * cancel partition being replayed. */
+static void
+pause_invites(struct consumer *c, int32_t partition, int pause)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+
+    rd_kafka_topic_partition_list_add(l, c->lanes[LANE_INVITE].topic,
+                                      partition);
+    if (pause) {
+        rd_kafka_pause_partitions(c->rk, l);
+    } else {
+        rd_kafka_resume_partitions(c->rk, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void
+hold_invites(struct consumer *c)
+{
+    int32_t i;
+
+    for (i = 0; c->nlanes > 1 && i < c->lanes[LANE_CANCEL].nparts; i++) {
+        if (c->lanes[LANE_CANCEL].parts[i].replay_until > 0) {
+            pause_invites(c, i, 1);
+        }
+    }
+}
+
+/* Ends a partition's replay: its invites may flow. */
+static void
+replay_done(struct consumer *c, int32_t partition)
+{
+    part_get(c, LANE_CANCEL, partition)->replay_until = 0;
+    pause_invites(c, partition, 0);
+}
+
+/* A replay that never reaches its end (the messages before the committed
+ * offset were compacted away, say) must not hold invites for ever. */
+static void
+replay_expire(struct consumer *c)
+{
+    int32_t i;
+
+    if (c->replay_deadline == 0 || util_mono_ms() < c->replay_deadline) {
+        return;
+    }
+    c->replay_deadline = 0;
+    for (i = 0; c->nlanes > 1 && i < c->lanes[LANE_CANCEL].nparts; i++) {
+        if (c->lanes[LANE_CANCEL].parts[i].replay_until > 0) {
+            replay_done(c, i);
+        }
     }
 }
 
@@ -123,7 +285,10 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
 
     if (code == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         mark_partitions(c, list, 1);
+        plan_replay(c, list);
         rd_kafka_assign(rk, list);
+        forward_partitions(c, list);
+        hold_invites(c);
         metrics_set(METRICS_ASSIGNED, c->assigned);
         log_partitions("partitions assigned", list);
         return;
@@ -135,10 +300,12 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
         c->on_revoke(c->revoke_ctx);
     }
     consumer_store(c);
-    /* Asynchronous: with the brokers down, a synchronous commit would hold
-     * the loop (and a shutdown) for as long as librdkafka keeps trying.
-     * librdkafka also commits stored offsets as it unassigns. */
-    cerr = rd_kafka_commit(rk, NULL, 1);
+    /* Synchronous in a rebalance, so that when this member gets the same
+     * partitions back it reads on from the new commit, not the old one.
+     * Asynchronous when closing: with the brokers down a synchronous commit
+     * would hold the shutdown for as long as librdkafka keeps trying (it
+     * also commits stored offsets as it unassigns). */
+    cerr = rd_kafka_commit(rk, NULL, c->closing);
     if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR &&
         cerr != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         log_msg(LOG_WARN, "commit on revocation failed", "%s",
@@ -285,7 +452,7 @@ consumer_conf(rd_kafka_conf_t *conf, const struct config *cfg, char *msg,
 }
 
 struct consumer *
-consumer_new(const struct config *cfg, int wake_fd,
+consumer_new(const struct config *cfg, int wake_fd, int64_t replay_ms,
              consumer_revoke_fn *on_revoke, void *ctx, char *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -296,6 +463,7 @@ consumer_new(const struct config *cfg, int wake_fd,
     int i;
 
     c->on_revoke = on_revoke;
+    c->replay_ms = replay_ms;
     c->revoke_ctx = ctx;
     c->lanes[LANE_INVITE].topic = cfg->invite_topic;
     c->lanes[LANE_CANCEL].topic = cfg->cancel_topic;
@@ -320,6 +488,10 @@ consumer_new(const struct config *cfg, int wake_fd,
     rd_kafka_set_log_queue(c->rk, NULL);
     c->queue = rd_kafka_queue_get_consumer(c->rk);
     rd_kafka_queue_io_event_enable(c->queue, wake_fd, "c", 1);
+    for (i = 0; i < c->nlanes; i++) {
+        c->lane_q[i] = rd_kafka_queue_new(c->rk);
+        rd_kafka_queue_io_event_enable(c->lane_q[i], wake_fd, "l", 1);
+    }
 
     topics = rd_kafka_topic_partition_list_new(c->nlanes);
     for (i = 0; i < c->nlanes; i++) {
@@ -343,40 +515,84 @@ fail:
     return NULL;
 }
 
+/* Takes a message as far as a ticket: NULL (and the message destroyed)
+ * when it is an error, from another topic, or from a partition no longer
+ * ours (read before a revocation, still queued). */
+static rd_kafka_message_t *
+admit(struct consumer *c, rd_kafka_message_t *m, struct consumer_ticket *t)
+{
+    struct part *p;
+    int lane;
+
+    if (m->err) {
+        if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            on_error(c->rk, m->err, rd_kafka_message_errstr(m), c);
+        }
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
+    lane = lane_of(c, rd_kafka_topic_name(m->rkt));
+    if (lane < 0 ||
+        !is_assigned(c, rd_kafka_topic_name(m->rkt), m->partition)) {
+        rd_kafka_message_destroy(m);
+        return NULL;
+    }
+    p = part_get(c, lane, m->partition);
+    t->replay = 0;
+    if (p->replay_until > 0) {
+        int64_t until = p->replay_until;
+
+        if (m->offset >= until - 1) {
+            replay_done(c, m->partition);
+        }
+        if (m->offset < until) {
+            /* Settled by the partition's previous owner: never tracked,
+             * so the committed offset cannot move back. */
+            t->lane = (enum consumer_lane)lane;
+            t->partition = m->partition;
+            t->offset = m->offset;
+            t->generation = p->generation;
+            t->replay = 1;
+            return m;
+        }
+    }
+    if (ledger_track(p->ledger, m->offset) < 0) {
+        /* The partition was rewound under us (a seek or an offset
+         * reset): what was in flight will be read again. */
+        ledger_reset(p->ledger);
+        p->generation++;
+        ledger_track(p->ledger, m->offset);
+    }
+    t->lane = (enum consumer_lane)lane;
+    t->partition = m->partition;
+    t->offset = m->offset;
+    t->generation = p->generation;
+    return m;
+}
+
 rd_kafka_message_t *
-consumer_next(struct consumer *c, struct consumer_ticket *t)
+consumer_next(struct consumer *c, enum consumer_lane lane,
+              struct consumer_ticket *t)
 {
     rd_kafka_message_t *m;
 
-    while ((m = rd_kafka_consumer_poll(c->rk, 0)) != NULL) {
-        struct part *p;
-        int lane;
+    replay_expire(c);
 
-        if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                on_error(c->rk, m->err, rd_kafka_message_errstr(m), c);
-            }
-            rd_kafka_message_destroy(m);
-            continue;
+    /* The group's own queue carries rebalances, errors, logs and
+     * statistics, and any message read before its partition's queue was
+     * redirected to its lane: serve it first, every time. */
+    while ((m = rd_kafka_consumer_poll(c->rk, 0)) != NULL) {
+        if (admit(c, m, t) != NULL) {
+            return m;
         }
-        lane = lane_of(c, rd_kafka_topic_name(m->rkt));
-        if (lane < 0) {
-            rd_kafka_message_destroy(m);
-            continue;
+    }
+    if ((int)lane >= c->nlanes) {
+        return NULL;
+    }
+    while ((m = rd_kafka_consume_queue(c->lane_q[lane], 0)) != NULL) {
+        if (admit(c, m, t) != NULL) {
+            return m;
         }
-        p = part_get(c, lane, m->partition);
-        if (ledger_track(p->ledger, m->offset) < 0) {
-            /* The partition was rewound under us (a seek or an offset
-             * reset): what was in flight will be read again. */
-            ledger_reset(p->ledger);
-            p->generation++;
-            ledger_track(p->ledger, m->offset);
-        }
-        t->lane = (enum consumer_lane)lane;
-        t->partition = m->partition;
-        t->offset = m->offset;
-        t->generation = p->generation;
-        return m;
     }
     return NULL;
 }
@@ -387,6 +603,9 @@ consumer_done(struct consumer *c, const struct consumer_ticket *t)
     struct part *p = part_get(c, t->lane, t->partition);
     int64_t before;
 
+    if (t->replay) {
+        return;
+    }
     if (p->generation != t->generation || !p->assigned) {
         return;
     }
@@ -451,6 +670,7 @@ consumer_close(struct consumer *c, int timeout_ms)
     int closed;
 
     consumer_store(c);
+    c->closing = 1;
 
     /* Closing through a queue instead of rd_kafka_consumer_close(), which
      * would block for as long as the brokers take: with them down, that
@@ -493,6 +713,11 @@ consumer_free(struct consumer *c)
     }
     if (c->queue != NULL) {
         rd_kafka_queue_destroy(c->queue);
+    }
+    for (lane = 0; lane < LANE_COUNT; lane++) {
+        if (c->lane_q[lane] != NULL) {
+            rd_kafka_queue_destroy(c->lane_q[lane]);
+        }
     }
     if (c->rk != NULL) {
         /* After consumer_close() (finished or timed out), destroying must

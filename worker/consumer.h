@@ -36,6 +36,7 @@ struct consumer_ticket {
     int32_t partition;
     int64_t offset;
     uint32_t generation;
+    int replay; /* read back to rebuild state: feed the gate, push nothing */
 };
 
 struct consumer;
@@ -44,14 +45,20 @@ struct consumer;
  * committed: the caller's chance to let work in flight settle. */
 typedef void consumer_revoke_fn(void *ctx);
 
+/* replay_ms: on assignment, how far back each cancel partition is read
+ * again, up to its committed offset, to rebuild tombstones (0: not at
+ * all). Those messages come with ticket->replay set. */
 struct consumer *consumer_new(const struct config *cfg, int wake_fd,
-                              consumer_revoke_fn *on_revoke, void *ctx,
-                              char *err);
+                              int64_t replay_ms, consumer_revoke_fn *on_revoke,
+                              void *ctx, char *err);
 
-/* The next message (owned by the caller: rd_kafka_message_destroy()), with
- * its ticket, or NULL when nothing is waiting. Error events are logged and
- * skipped. The offset is recorded as in flight. */
-rd_kafka_message_t *consumer_next(struct consumer *c,
+/* The next message of the lane (owned by the caller:
+ * rd_kafka_message_destroy()), with its ticket, or NULL when that lane has
+ * nothing waiting. Reading one lane never waits behind the other, which
+ * is how cancels overtake a backlog of invites. Error events are logged
+ * and skipped; rebalances are served here too. The offset is recorded as
+ * in flight. With one topic for both types everything is LANE_INVITE. */
+rd_kafka_message_t *consumer_next(struct consumer *c, enum consumer_lane lane,
                                   struct consumer_ticket *ticket);
 
 /* Marks a message final. */

@@ -13,6 +13,7 @@
 #include "buf.h"
 #include "consumer.h"
 #include "event.h"
+#include "gate.h"
 #include "jwt.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,6 +27,12 @@
 #define PIPELINE_IDLE_MS 1000
 /* Of the shutdown budget, what is kept for committing and leaving. */
 #define PIPELINE_CLOSE_MS 5000
+/* A created_at further ahead of the local clock than this is not trusted:
+ * clocks disagree by seconds, not minutes. */
+#define PIPELINE_FUTURE_SLACK_MS (5 * 60 * 1000)
+/* Tombstones outlive the longest ring window an event may ask for, with a
+ * margin for clocks that disagree. */
+#define PIPELINE_TOMBSTONE_TTL_MS ((EVENT_RING_TIMEOUT_MAX + 60) * 1000LL)
 /* The longest value a dead letter carries: an event above EVENT_MAX_BYTES
  * is refused for its size, so its head is all anyone needs to see. */
 #define PIPELINE_DLQ_VALUE_MAX EVENT_MAX_BYTES
@@ -35,6 +42,7 @@ enum push_state {
     PUSH_DELIVERED,
     PUSH_DEAD_TOKEN, /* reported on the feedback topic */
     PUSH_EXPIRED,    /* the invite's ring window ended before APNs took it */
+    PUSH_CANCELLED,  /* its call was cancelled while it waited to retry */
     PUSH_FAILED      /* APNs refused it for good, or retries ran out */
 };
 
@@ -94,6 +102,7 @@ struct pipeline {
     struct job *jobs; /* open jobs, newest first */
     size_t njobs;
     struct admin *admin;
+    struct gate *gate;
     int64_t next_summary; /* monotonic ms */
 };
 
@@ -110,6 +119,7 @@ push_state_name(enum push_state s)
     case PUSH_DEAD_TOKEN:
         return "dead_token";
     case PUSH_EXPIRED:
+    case PUSH_CANCELLED:
         return "suppressed";
     case PUSH_FAILED:
         return "failed";
@@ -160,7 +170,7 @@ job_free(struct job *job)
 static void
 job_final(struct job *job)
 {
-    size_t i, pushed = 0, dead = 0, expired = 0, failed = 0;
+    size_t i, pushed = 0, dead = 0, expired = 0, failed = 0, cancelled = 0;
     const char *outcome = job->outcome;
     struct buf *line;
 
@@ -169,13 +179,17 @@ job_final(struct job *job)
         dead += job->pushes[i].state == PUSH_DEAD_TOKEN;
         expired += job->pushes[i].state == PUSH_EXPIRED;
         failed += job->pushes[i].state == PUSH_FAILED;
+        cancelled += job->pushes[i].state == PUSH_CANCELLED;
     }
     if (outcome == NULL) {
         outcome = job->dlq_reason[0] != '\0' ? "dead_lettered"
                   : pushed > 0               ? "pushed"
                   : dead > 0                 ? "dead_token"
                                              : "suppressed";
-        if (strcmp(outcome, "suppressed") == 0 && expired > 0) {
+        if (strcmp(outcome, "suppressed") == 0 && cancelled > 0) {
+            job->cause = "cancelled";
+            metrics_inc(METRICS_SUPPRESSED_CANCELLED);
+        } else if (strcmp(outcome, "suppressed") == 0 && expired > 0) {
             job->cause = "expired";
             metrics_inc(METRICS_SUPPRESSED_EXPIRED);
         }
@@ -400,6 +414,18 @@ push_metrics(const struct job *job, const struct apns_result *res)
     }
 }
 
+/* Whether a push waiting to retry is still worth sending: not an invite
+ * whose call was cancelled meanwhile. */
+static int
+push_wanted(void *ctx)
+{
+    struct push *push = ctx;
+    struct job *job = push->job;
+
+    return job->ev.type != EVENT_INVITE ||
+           !gate_cancelled(job->pl->gate, job->ev.call_id, util_now_ms());
+}
+
 static void
 on_push_done(void *ctx, const struct apns_push *ap,
              const struct apns_result *res)
@@ -410,6 +436,17 @@ on_push_done(void *ctx, const struct apns_push *ap,
     switch (res->action) {
     case APNS_DELIVERED:
         push->state = PUSH_DELIVERED;
+        break;
+    case APNS_RETRY:
+    case APNS_RECONNECT:
+    case APNS_REFRESH:
+        if (res->dropped) {
+            push->state = PUSH_CANCELLED;
+            break;
+        }
+        push->state = res->gave_up && job->ev.type == EVENT_INVITE
+                          ? PUSH_EXPIRED
+                          : PUSH_FAILED;
         break;
     case APNS_INVALIDATE:
         push->state = PUSH_DEAD_TOKEN;
@@ -484,6 +521,55 @@ job_push(struct job *job)
     }
 }
 
+/*
+ * Asks the gate whether the event is worth pushing. An invite for a call
+ * already cancelled, or whose ring window has passed, would ring a phone
+ * for a call nobody is making any more; a message handled already would
+ * ring twice. Returns -1 when the event is settled as suppressed.
+ */
+static int
+gate_event(struct job *job, const rd_kafka_message_t *m)
+{
+    struct pipeline *pl = job->pl;
+    int64_t now = util_now_ms();
+    enum gate_verdict v;
+
+    if (job->ev.created_at_ms > now + PIPELINE_FUTURE_SLACK_MS) {
+        /* A created_at far ahead of this clock would stretch the ring
+         * window; the broker's timestamp is the better guess. */
+        struct buf *line = log_begin_limited(
+            LOG_WARN, "created_at in the future: using the Kafka timestamp",
+            job->ev.call_id);
+
+        if (line != NULL) {
+            log_source(line, job);
+            log_int(line, "created_at", job->ev.created_at_ms);
+            log_int(line, "kafka_timestamp",
+                    rd_kafka_message_timestamp(m, NULL));
+            log_end(line);
+        }
+        job->ev.created_at_ms = rd_kafka_message_timestamp(m, NULL);
+    }
+    v = gate_check(pl->gate, &job->ev,
+                   payload_ring_end_ms(&job->ev, &pl->popts), now);
+    if (v == GATE_PASS && job->ev.type == EVENT_CANCEL &&
+        pl->cfg->cancel_expiration_s > 0 &&
+        payload_expiration(&job->ev, &pl->popts) * 1000 <= now) {
+        /* Past its own expiration APNs would drop it anyway; its
+         * tombstone is recorded all the same. */
+        v = GATE_LATE;
+    }
+    if (v == GATE_PASS) {
+        return 0;
+    }
+    job->outcome = "suppressed";
+    job->cause = gate_verdict_name(v);
+    metrics_inc(v == GATE_DUPLICATE   ? METRICS_SUPPRESSED_DUPLICATE
+                : v == GATE_CANCELLED ? METRICS_SUPPRESSED_CANCELLED
+                                      : METRICS_SUPPRESSED_LATE);
+    return -1;
+}
+
 /* Takes one consumed message as far as it can go now. */
 static void
 job_start(struct pipeline *pl, rd_kafka_message_t *m,
@@ -537,13 +623,7 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
                        ? strcmp(pl->cfg->apns_env, "sandbox") == 0
                        : job->ev.environment == EVENT_ENV_SANDBOX;
 
-    if (job->ev.type == EVENT_INVITE &&
-        payload_ring_end_ms(&job->ev, &pl->popts) <= util_now_ms()) {
-        /* Ringing a phone for a call whose ring window has passed would
-         * ring for a call nobody is making any more. */
-        job->outcome = "suppressed";
-        job->cause = "late";
-        metrics_inc(METRICS_SUPPRESSED_LATE);
+    if (gate_event(job, m) < 0) {
         goto out;
     }
     if (payload_build(&job->payload, &job->ev, &pl->popts, PAYLOAD_ALERT_MAX,
@@ -567,27 +647,64 @@ drain_wake(struct pipeline *pl)
     }
 }
 
-/* Reads what is waiting, up to a batch and while APNs has room. Returns 1
- * when more may be waiting. */
+/* A cancel read back from before the committed offset (another worker
+ * settled it): it only leaves its tombstone and its _j_msgid behind. */
+static void
+replay_message(struct pipeline *pl, const rd_kafka_message_t *m)
+{
+    char err[EVENT_ERR_MAX];
+    struct event ev;
+
+    if (m->payload == NULL || m->len > EVENT_MAX_BYTES ||
+        rd_kafka_message_timestamp(m, NULL) <
+            util_now_ms() - PIPELINE_TOMBSTONE_TTL_MS ||
+        event_decode(&ev, m->payload, m->len, err) < 0) {
+        return;
+    }
+    if (ev.type == EVENT_CANCEL) {
+        gate_check(pl->gate, &ev, 0, util_now_ms());
+    }
+    event_release(&ev);
+}
+
+/* Reads up to a batch from one lane; invites only while APNs has room.
+ * Returns 1 when more may be waiting. */
 static int
-consume(struct pipeline *pl)
+consume_lane(struct pipeline *pl, enum consumer_lane lane)
 {
     struct consumer_ticket t;
     rd_kafka_message_t *m;
     int n;
 
     for (n = 0; n < PIPELINE_BATCH; n++) {
-        if (apns_inflight(pl->apns) >= (size_t)pl->cfg->max_inflight) {
+        /* Cancels never wait for room: a cancel stuck behind a backlog of
+         * invites would leave phones ringing for nobody. */
+        if (lane == LANE_INVITE &&
+            apns_inflight(pl->apns) >= (size_t)pl->cfg->max_inflight) {
             return 0;
         }
-        m = consumer_next(pl->consumer, &t);
+        m = consumer_next(pl->consumer, lane, &t);
         if (m == NULL) {
             return 0;
         }
-        job_start(pl, m, &t);
+        if (t.replay) {
+            replay_message(pl, m);
+        } else {
+            job_start(pl, m, &t);
+        }
         rd_kafka_message_destroy(m);
     }
     return 1;
+}
+
+/* Reads what is waiting, cancels first. Returns 1 when more may be
+ * waiting. */
+static int
+consume(struct pipeline *pl)
+{
+    int more = consume_lane(pl, LANE_CANCEL);
+
+    return consume_lane(pl, LANE_INVITE) | more;
 }
 
 /* One line with the counters and the lag, for operators who read logs
@@ -759,6 +876,7 @@ pipeline_new(const struct config *cfg, char *err)
     struct pipeline *pl = xcalloc(1, sizeof(*pl));
     const char *prod, *sand;
     struct apns_opts ao;
+    struct gate_opts go;
     char msg[PIPELINE_ERR_MAX / 2];
 
     pl->cfg = cfg;
@@ -798,6 +916,13 @@ pipeline_new(const struct config *cfg, char *err)
     ao.connections = cfg->apns_connections;
     ao.timeout_ms = cfg->apns_timeout_ms;
     ao.jwt = pl->jwt;
+    ao.wanted = push_wanted;
+    go.dedupe_window_ms = cfg->dedupe_window_s * 1000LL;
+    go.tombstone_ttl_ms = PIPELINE_TOMBSTONE_TTL_MS;
+    go.max_msgids = (size_t)cfg->dedupe_entries;
+    go.max_tombstones = (size_t)cfg->tombstone_entries;
+    go.min_ring_left_ms = cfg->min_ring_left_s * 1000LL;
+    pl->gate = gate_new(&go);
     pl->apns = apns_new(&ao, on_push_done, msg);
     if (pl->apns == NULL) {
         snprintf(err, PIPELINE_ERR_MAX, "APNs client: %s", msg);
@@ -822,7 +947,8 @@ pipeline_new(const struct config *cfg, char *err)
     }
     log_msg(LOG_INFO, "serving health and metrics", "%s, port %d",
             cfg->http_addr, admin_port(pl->admin));
-    pl->consumer = consumer_new(cfg, pl->wake[1], on_revoke, pl, msg);
+    pl->consumer = consumer_new(cfg, pl->wake[1], PIPELINE_TOMBSTONE_TTL_MS,
+                                on_revoke, pl, msg);
     if (pl->consumer == NULL) {
         util_strlcpy(err, msg, PIPELINE_ERR_MAX);
         goto fail;
@@ -850,6 +976,7 @@ pipeline_free(struct pipeline *pl)
         job_free(pl->jobs);
     }
     jwt_free(pl->jwt);
+    gate_free(pl->gate);
     if (pl->admin != NULL) {
         admin_stop(pl->admin);
     }
