@@ -451,6 +451,59 @@ consumer_conf(rd_kafka_conf_t *conf, const struct config *cfg, char *msg,
     return 0;
 }
 
+/* Partitions of topic per the cluster's metadata: -1 when it cannot be
+ * told (brokers unreachable), 0 when the topic does not exist. */
+static int
+topic_partitions(struct consumer *c, const char *topic)
+{
+    const struct rd_kafka_metadata *md;
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(c->rk, topic, NULL);
+    int n = -1;
+
+    if (rd_kafka_metadata(c->rk, 0, rkt, &md, CONSUMER_LOOKUP_MS) ==
+        RD_KAFKA_RESP_ERR_NO_ERROR) {
+        n = md->topic_cnt == 1 && md->topics[0].err == 0
+                ? md->topics[0].partition_cnt
+                : 0;
+        rd_kafka_metadata_destroy(md);
+    }
+    rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
+/*
+ * A call's invite and cancel meet on the same partition number only when
+ * both topics have as many partitions; otherwise tombstones and cancel
+ * priority silently stop working, so the worker refuses to start.
+ */
+static int
+check_lanes(struct consumer *c, char *err)
+{
+    int invites, cancels;
+
+    if (c->nlanes < 2) {
+        return 0;
+    }
+    invites = topic_partitions(c, c->lanes[LANE_INVITE].topic);
+    cancels = topic_partitions(c, c->lanes[LANE_CANCEL].topic);
+    if (invites < 0 || cancels < 0) {
+        log_msg(LOG_WARN, "cannot compare the topics' partition counts",
+                "the brokers did not answer within %d ms", CONSUMER_LOOKUP_MS);
+        return 0;
+    }
+    if (invites != cancels || invites == 0) {
+        snprintf(err, CONSUMER_ERR_MAX,
+                 "the invite topic %s has %d partitions and the cancel "
+                 "topic %s has %d: they must have the same number (and "
+                 "exist), so that a call's invite and cancel share a "
+                 "partition",
+                 c->lanes[LANE_INVITE].topic, invites,
+                 c->lanes[LANE_CANCEL].topic, cancels);
+        return -1;
+    }
+    return 0;
+}
+
 struct consumer *
 consumer_new(const struct config *cfg, int wake_fd, int64_t replay_ms,
              consumer_revoke_fn *on_revoke, void *ctx, char *err)
@@ -493,6 +546,9 @@ consumer_new(const struct config *cfg, int wake_fd, int64_t replay_ms,
         rd_kafka_queue_io_event_enable(c->lane_q[i], wake_fd, "l", 1);
     }
 
+    if (check_lanes(c, err) < 0) {
+        goto fail;
+    }
     topics = rd_kafka_topic_partition_list_new(c->nlanes);
     for (i = 0; i < c->nlanes; i++) {
         rd_kafka_topic_partition_list_add(topics, c->lanes[i].topic,

@@ -27,6 +27,12 @@ for f in "$EX"/invalid/*.json; do
     # byte for byte.
     add "$(basename "$f")" <"$f"
 done
+# The checked-in corpus of hostile events (kcat skips empty files: the
+# empty and null values are produced below).
+for f in "$CALLPUSH_SRC"/tests/fuzz/bad-events/*; do
+    [ -s "$f" ] || continue
+    add "$(basename "$f")" <"$f"
+done
 printf 'not json at all' >"$T/x"
 add not-json.txt <"$T/x"
 printf '\xff\xfe{"type":"invite"}' >"$T/x"
@@ -63,8 +69,8 @@ for f in "$T"/in/*; do
     esac
 done
 
-wait_until 60 accepted_ge 2 || fail "good events not pushed"
-wait_until 60 topic_ge call.dlq "$BAD" ||
+wait_until 120 accepted_ge 2 || fail "good events not pushed"
+wait_until 120 topic_ge call.dlq "$BAD" ||
     fail "dead letters missing"
 consume_all call.dlq >"$T/dlq.jsonl"
 
@@ -94,7 +100,13 @@ for m in dlq:
     name = files[off]
     want = inputs[off]
     got = (m.get("payload") or "").encode("utf-8", "surrogateescape")
-    if name not in ("bad-utf8.txt",) and not name.endswith("bad-utf8.txt") and got != want:
+    if len(want) > 65536:
+        # Oversize values keep their head, and say how long they were.
+        if hdr.get("callpush-original-bytes") != str(len(want)):
+            errors.append("%s: no original size header" % name)
+        want = want[:65536]
+    # kcat prints values as text: compare what survives that.
+    if want.decode("utf-8", "replace") != got.decode("utf-8", "surrogateescape").encode("utf-8", "surrogateescape").decode("utf-8", "replace"):
         errors.append("%s: value changed: %r" % (name, got[:60]))
     if not reason:
         errors.append("%s: no reason" % name)
@@ -118,10 +130,13 @@ assert sorted(ids) == [18101194842707757, 18101194842707999], ids
 ' "$T/apns.jsonl"
 check "dead letters are logged with their reason" test \
     "$(log_count worker '"outcome":"dead_lettered"')" -eq "$BAD"
-check "reasons are distinct per rule" $PY -c '
-import json, sys
+check "every reason names what was wrong, not just that it was" $PY -c '
+import json, re, sys
 r = [json.loads(l)["reason"] for l in open(sys.argv[1])
      if json.loads(l).get("outcome") == "dead_lettered"]
-assert len(set(r)) >= len(r) * 0.8, r
+bad = [x for x in r if not re.match(r"^(invalid event|payload): \S.{5,}", x)]
+assert not bad, bad
+# The schema examples break one rule each: so must their reasons differ.
+assert len(set(r)) >= 60, len(set(r))
 ' "$T/worker.log"
 finish
