@@ -20,6 +20,9 @@ struct part {
     /* A cancel partition being read back from before its committed offset
      * to rebuild tombstones: offsets below this are replays. 0: none. */
     int64_t replay_until;
+    /* A cancel partition whose invites wait until it has been read up to
+     * here (its end when it was assigned). 0: not holding them. */
+    int64_t hold_until;
 };
 
 struct lane {
@@ -32,6 +35,8 @@ struct lane {
 #define CONSUMER_LOOKUP_MS 5000
 #define CONSUMER_REPLAY_MAX_MS 30000
 #define CONSUMER_REPLAY_MAX_MSGS 200000
+/* At most this often an explicit commit of what settled. */
+#define CONSUMER_COMMIT_MS 50
 
 struct consumer {
     rd_kafka_t *rk;
@@ -48,6 +53,7 @@ struct consumer {
     int64_t replay_ms;       /* how far back cancels are read on assignment */
     int64_t replay_deadline; /* monotonic ms; 0 when nothing is replaying */
     int closing;             /* consumer_close() started */
+    int64_t last_commit;     /* monotonic ms */
     int closed;              /* consumer_close() ran */
 };
 
@@ -121,6 +127,7 @@ mark_partitions(struct consumer *c, const rd_kafka_topic_partition_list_t *list,
         p->generation++;
         p->dirty = 0;
         p->replay_until = 0;
+        p->hold_until = 0;
         ledger_reset(p->ledger);
         if (p->assigned != assigned) {
             c->assigned += assigned ? 1 : -1;
@@ -194,27 +201,34 @@ plan_replay(struct consumer *c, rd_kafka_topic_partition_list_t *list)
         int64_t from = times->elems[i].offset;
         int64_t upto = committed->elems[i].offset;
         int32_t pnum = committed->elems[i].partition;
+        int64_t lo = 0, hi = 0;
+        struct part *p = part_get(c, LANE_CANCEL, pnum);
 
+        if (rd_kafka_query_watermark_offsets(c->rk, topic, pnum, &lo, &hi,
+                                             CONSUMER_LOOKUP_MS) != 0) {
+            continue;
+        }
         if (from < 0 && upto > 0) {
             /* No offset for that time: on a broker, nothing that recent;
              * some brokers (and librdkafka's mock) do not look times up.
              * Read back a bounded tail instead; the caller skips what is
              * older than the window by each message's timestamp. */
-            int64_t lo = 0, hi = 0;
-
-            if (rd_kafka_query_watermark_offsets(c->rk, topic, pnum, &lo, &hi,
-                                                 CONSUMER_LOOKUP_MS) == 0) {
-                from = upto - CONSUMER_REPLAY_MAX_MSGS > lo
-                           ? upto - CONSUMER_REPLAY_MAX_MSGS
-                           : lo;
-            }
+            from = upto - CONSUMER_REPLAY_MAX_MSGS > lo
+                       ? upto - CONSUMER_REPLAY_MAX_MSGS
+                       : lo;
         }
-        if (from < 0 || upto <= from) {
-            continue;
+        if (from >= 0 && upto > from) {
+            rd_kafka_topic_partition_list_find(list, topic, pnum)->offset =
+                from;
+            p->replay_until = upto;
         }
-        rd_kafka_topic_partition_list_find(list, topic, pnum)->offset = from;
-        part_get(c, LANE_CANCEL, pnum)->replay_until = upto;
-        c->replay_deadline = util_mono_ms() + CONSUMER_REPLAY_MAX_MS;
+        /* The invites of this partition number wait for every cancel
+         * already there, replayed or new, so that none of them can ring
+         * for a call whose cancel is queued a few messages away. */
+        if (hi > (p->replay_until > 0 ? from : upto < 0 ? lo : upto)) {
+            p->hold_until = hi;
+            c->replay_deadline = util_mono_ms() + CONSUMER_REPLAY_MAX_MS;
+        }
     }
 out:
     rd_kafka_topic_partition_list_destroy(committed);
@@ -244,17 +258,17 @@ hold_invites(struct consumer *c)
     int32_t i;
 
     for (i = 0; c->nlanes > 1 && i < c->lanes[LANE_CANCEL].nparts; i++) {
-        if (c->lanes[LANE_CANCEL].parts[i].replay_until > 0) {
+        if (c->lanes[LANE_CANCEL].parts[i].hold_until > 0) {
             pause_invites(c, i, 1);
         }
     }
 }
 
-/* Ends a partition's replay: its invites may flow. */
+/* The cancel partition has caught up: its invites may flow. */
 static void
-replay_done(struct consumer *c, int32_t partition)
+hold_done(struct consumer *c, int32_t partition)
 {
-    part_get(c, LANE_CANCEL, partition)->replay_until = 0;
+    part_get(c, LANE_CANCEL, partition)->hold_until = 0;
     pause_invites(c, partition, 0);
 }
 
@@ -270,8 +284,8 @@ replay_expire(struct consumer *c)
     }
     c->replay_deadline = 0;
     for (i = 0; c->nlanes > 1 && i < c->lanes[LANE_CANCEL].nparts; i++) {
-        if (c->lanes[LANE_CANCEL].parts[i].replay_until > 0) {
-            replay_done(c, i);
+        if (c->lanes[LANE_CANCEL].parts[i].hold_until > 0) {
+            hold_done(c, i);
         }
     }
 }
@@ -595,11 +609,14 @@ admit(struct consumer *c, rd_kafka_message_t *m, struct consumer_ticket *t)
     }
     p = part_get(c, lane, m->partition);
     t->replay = 0;
+    if (p->hold_until > 0 && m->offset >= p->hold_until - 1) {
+        hold_done(c, m->partition);
+    }
     if (p->replay_until > 0) {
         int64_t until = p->replay_until;
 
         if (m->offset >= until - 1) {
-            replay_done(c, m->partition);
+            p->replay_until = 0;
         }
         if (m->offset < until) {
             /* Settled by the partition's previous owner: never tracked,
@@ -701,6 +718,13 @@ consumer_store(struct consumer *c)
     }
     if (list->cnt > 0) {
         rd_kafka_offsets_store(c->rk, list);
+    }
+    /* Commit soon after events settle rather than on the auto-commit
+     * timer alone: what a killed worker settled but had not committed is
+     * pushed again by the next owner. */
+    if (util_mono_ms() - c->last_commit >= CONSUMER_COMMIT_MS) {
+        c->last_commit = util_mono_ms();
+        rd_kafka_commit(c->rk, NULL, 1);
     }
     rd_kafka_topic_partition_list_destroy(list);
 }
