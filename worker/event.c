@@ -677,6 +677,7 @@ struct decoder {
     struct span raw;
     struct event *ev;
     char *err;
+    unsigned flags; /* EVENT_DECODE_* */
 };
 
 /*
@@ -951,6 +952,10 @@ decode_created_at(struct decoder *d)
     uint64_t v;
 
     if (item == NULL) {
+        if (d->flags & EVENT_DECODE_NO_CREATED_AT) {
+            d->ev->created_at_ms = 0;
+            return 0;
+        }
         return event_fail(d->err, "created_at: missing");
     }
     if (take_uint(d, d->root, d->raw, item, "created_at", 1, INT53_MAX,
@@ -1269,7 +1274,14 @@ static int (*const decode_steps[])(struct decoder *) = {
 int
 event_decode(struct event *ev, const char *data, size_t len, char *err)
 {
-    struct decoder d = {NULL, {NULL, 0}, ev, err};
+    return event_decode_flags(ev, data, len, 0, err);
+}
+
+int
+event_decode_flags(struct event *ev, const char *data, size_t len,
+                   unsigned flags, char *err)
+{
+    struct decoder d = {NULL, {NULL, 0}, ev, err, flags};
     const char *end = NULL;
     cJSON *root = NULL;
     size_t bad, i;

@@ -109,6 +109,15 @@ struct event {
  */
 int event_decode(struct event *ev, const char *data, size_t len, char *err);
 
+/* event_decode() with relaxations, for the worker (which has more to go on
+ * than the bytes) rather than for checking the contract:
+ * EVENT_DECODE_NO_CREATED_AT accepts an event without created_at and
+ * leaves created_at_ms 0, for the caller to fill from the Kafka message's
+ * timestamp. */
+#define EVENT_DECODE_NO_CREATED_AT 0x1u
+int event_decode_flags(struct event *ev, const char *data, size_t len,
+                       unsigned flags, char *err);
+
 void event_release(struct event *ev);
 
 const char *event_type_name(enum event_type type);

@@ -534,11 +534,16 @@ gate_event(struct job *job, const rd_kafka_message_t *m)
     int64_t now = util_now_ms();
     enum gate_verdict v;
 
-    if (job->ev.created_at_ms > now + PIPELINE_FUTURE_SLACK_MS) {
-        /* A created_at far ahead of this clock would stretch the ring
-         * window; the broker's timestamp is the better guess. */
+    if (job->ev.created_at_ms == 0 ||
+        job->ev.created_at_ms > now + PIPELINE_FUTURE_SLACK_MS) {
+        /* Without created_at, or with one far ahead of this clock (which
+         * would stretch the ring window), the broker's timestamp is the
+         * best guess at when the call started. */
         struct buf *line = log_begin_limited(
-            LOG_WARN, "created_at in the future: using the Kafka timestamp",
+            LOG_WARN,
+            job->ev.created_at_ms == 0
+                ? "created_at missing: using the Kafka timestamp"
+                : "created_at in the future: using the Kafka timestamp",
             job->ev.call_id);
 
         if (line != NULL) {
@@ -609,7 +614,8 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
         reject(job, "invalid event", err);
         goto out;
     }
-    if (event_decode(&job->ev, job->value, job->len, err) < 0) {
+    if (event_decode_flags(&job->ev, job->value, job->len,
+                           EVENT_DECODE_NO_CREATED_AT, err) < 0) {
         metrics_inc(METRICS_EVENTS_INVALID);
         reject(job, "invalid event", err);
         goto out;

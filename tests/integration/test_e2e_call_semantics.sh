@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The promises to the people whose phones ring: a message produced three
 # times rings once per device; an invite whose cancel came first is never
-# pushed; invites replayed after their ring window are suppressed, counted.
+# pushed; invites replayed after their ring window are suppressed, counted;
+# a missing or far-future created_at gives way to the Kafka timestamp.
 set -eu
 . "$(dirname "$0")/lib.sh"
 
@@ -38,12 +39,25 @@ produce_lines call.invite "$T/race-invite"
 for i in 1 2 3; do ev invite "old-$i" "502$i" 900 "$T1"; done >"$T/old"
 produce_lines call.invite "$T/old"
 
-settled() { log_ge worker '"event settled"' 8; }
+# 4. An invite without created_at, and one from far in the future: both are
+# timed by the Kafka timestamp instead, pushed, and logged.
+$PY - "$T1" >"$T/clock" <<'PYEOF'
+import json, sys, time
+for msgid, created in ((5031, None), (5032, int(time.time() * 1000) + 86400000)):
+    d = {"type": "invite", "call_id": "clock-%d" % msgid, "_j_msgid": msgid,
+         "device_tokens": [sys.argv[1]]}
+    if created is not None:
+        d["created_at"] = created
+    print("%s|%s" % (d["call_id"], json.dumps(d)))
+PYEOF
+produce_lines call.invite "$T/clock"
+
+settled() { log_ge worker '"event settled"' 10; }
 wait_until 30 settled || fail "not every event settled"
 sleep 1.5   # one more summary line
 
 $PY - "$T" <<'PYEOF' && ok "duplicates, a cancelled call and late invites never rang" || fail "call semantics broken (see above)"
-import collections, json, sys
+import collections, json, sys, time
 t = sys.argv[1]
 pushed = collections.Counter()
 for l in open(t + "/apns.jsonl"):
@@ -70,6 +84,16 @@ for i in (5021, 5022, 5023):
     expect("late invite %d never pushed" % i, pushed[(i, "0b")], 0)
     expect("late invite %d suppressed as late" % i,
            causes[(i, "suppressed", "late")], 1)
+expect("invite without created_at pushed", pushed[(5031, "0b")], 1)
+expect("invite from the future pushed", pushed[(5032, "0b")], 1)
+warned = [l["msg"] for l in lines if l["msg"].startswith("created_at ")]
+expect("clock fallbacks logged", sorted(warned), [
+    "created_at in the future: using the Kafka timestamp",
+    "created_at missing: using the Kafka timestamp"])
+exp = {json.loads(l)["headers"]["apns-expiration"] for l in open(t + "/apns.jsonl")
+       if json.loads(json.loads(l)["body"])["_j_msgid"] == 5032}
+if any(int(e) > time.time() + 3600 for e in exp):
+    errors.append("future created_at stretched the ring window: %r" % exp)
 summ = [l for l in lines if l["msg"] == "summary"][-1]
 expect("late invites counted in the summary", summ["suppressed_late"], 3)
 for e in errors:

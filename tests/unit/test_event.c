@@ -371,6 +371,26 @@ test_white_space_everywhere_accepted(void **state)
 /* --- Required fields ---------------------------------------------------- */
 
 static void
+test_missing_created_at_left_to_the_worker_when_asked(void **state)
+{
+    static const char doc[] =
+        "{\"type\":\"invite\",\"call_id\":\"c\",\"_j_msgid\":7,"
+        "\"device_tokens\":[\"" TOKEN_A "\"]}";
+    char err[EVENT_ERR_MAX];
+    struct event ev;
+
+    /* The contract requires it ... */
+    assert_int_equal(event_decode(&ev, doc, strlen(doc), err), -1);
+    assert_string_equal(err, "created_at: missing");
+    /* ... but the worker may time the event by its Kafka timestamp. */
+    assert_int_equal(event_decode_flags(&ev, doc, strlen(doc),
+                                        EVENT_DECODE_NO_CREATED_AT, err),
+                     0);
+    assert_int_equal(ev.created_at_ms, 0);
+    event_release(&ev);
+}
+
+static void
 test_minimal_invite_has_defaults(void **state)
 {
     struct event ev;
@@ -1261,6 +1281,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_very_deep_nesting_rejected_without_recursing),
         cmocka_unit_test(test_white_space_everywhere_accepted),
         cmocka_unit_test(test_minimal_invite_has_defaults),
+        cmocka_unit_test(test_missing_created_at_left_to_the_worker_when_asked),
         cmocka_unit_test(test_missing_required_field_named),
         cmocka_unit_test(test_type_must_be_invite_or_cancel),
         cmocka_unit_test(test_call_id_limits),
