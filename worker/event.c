@@ -1124,9 +1124,8 @@ decode_sound(struct decoder *d)
                        &d->ev->sound, d->err);
 }
 
-/* Keys the payload writes itself; an extra must not shadow them. */
-static int
-extra_key_reserved(const char *key)
+int
+event_reserved_key(const char *key)
 {
     static const char *const reserved[] = {"aps", "pushType", "_j_msgid",
                                            "_j_uid", "call_id"};
@@ -1159,7 +1158,7 @@ decode_extra(struct decoder *d, const cJSON *extras, struct span xraw,
                           EVENT_EXTRA_KEY_MAX);
     }
     quote_name(name, item->string, klen);
-    if (extra_key_reserved(item->string)) {
+    if (event_reserved_key(item->string)) {
         return event_fail(d->err, "extras.%s: reserved key", name);
     }
     for (prev = extras->child; prev != item; prev = prev->next) {

@@ -122,4 +122,8 @@ void event_release(struct event *ev);
 
 const char *event_type_name(enum event_type type);
 
+/* Whether key is one the payload writes itself ("aps", "pushType",
+ * "_j_msgid", "_j_uid", "call_id"), which an extra may not shadow. */
+int event_reserved_key(const char *key);
+
 #endif

@@ -199,21 +199,6 @@ check_tokens(const struct event *ev)
     }
 }
 
-static int
-extra_key_reserved(const char *key)
-{
-    static const char *const reserved[] = {"aps", "pushType", "_j_msgid",
-                                           "_j_uid", "call_id"};
-    size_t i;
-
-    for (i = 0; i < UTIL_ARRAY_LEN(reserved); i++) {
-        if (strcmp(key, reserved[i]) == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void
 check_extras(const struct event *ev)
 {
@@ -226,7 +211,7 @@ check_extras(const struct event *ev)
         const struct event_extra *x = &ev->extras[i];
 
         check_text("extras key", x->key, 1, EVENT_EXTRA_KEY_MAX);
-        if (extra_key_reserved(x->key)) {
+        if (event_reserved_key(x->key)) {
             fuzz_fail("extras key \"%s\" is reserved", x->key);
         }
         for (k = 0; k < i; k++) {
