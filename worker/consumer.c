@@ -54,7 +54,7 @@ struct consumer {
     int64_t replay_deadline; /* monotonic ms; 0 when nothing is replaying */
     int closing;             /* consumer_close() started */
     int64_t last_commit;     /* monotonic ms */
-    int closed;              /* consumer_close() ran */
+    int close_timed_out;     /* consumer_close() gave up waiting */
 };
 
 static int
@@ -171,11 +171,13 @@ static void
 plan_replay(struct consumer *c, rd_kafka_topic_partition_list_t *list)
 {
     rd_kafka_topic_partition_list_t *committed, *times;
-    const char *topic = c->lanes[LANE_CANCEL].topic;
+    /* With one topic for both types, its partitions carry the cancels. */
+    int lane = c->nlanes > 1 ? LANE_CANCEL : LANE_INVITE;
+    const char *topic = c->lanes[lane].topic;
     int64_t since = util_now_ms() - c->replay_ms;
     int i;
 
-    if (c->nlanes < 2 || c->replay_ms <= 0) {
+    if (c->replay_ms <= 0) {
         return;
     }
     committed = rd_kafka_topic_partition_list_new(list->cnt);
@@ -202,7 +204,7 @@ plan_replay(struct consumer *c, rd_kafka_topic_partition_list_t *list)
         int64_t upto = committed->elems[i].offset;
         int32_t pnum = committed->elems[i].partition;
         int64_t lo = 0, hi = 0;
-        struct part *p = part_get(c, LANE_CANCEL, pnum);
+        struct part *p = part_get(c, lane, pnum);
 
         if (rd_kafka_query_watermark_offsets(c->rk, topic, pnum, &lo, &hi,
                                              CONSUMER_LOOKUP_MS) != 0) {
@@ -224,8 +226,10 @@ plan_replay(struct consumer *c, rd_kafka_topic_partition_list_t *list)
         }
         /* The invites of this partition number wait for every cancel
          * already there, replayed or new, so that none of them can ring
-         * for a call whose cancel is queued a few messages away. */
-        if (hi > (p->replay_until > 0 ? from : upto < 0 ? lo : upto)) {
+         * for a call whose cancel is queued a few messages away. (With one
+         * topic, the order within the partition already sees to that.) */
+        if (c->nlanes > 1 &&
+            hi > (p->replay_until > 0 ? from : upto < 0 ? lo : upto)) {
             p->hold_until = hi;
             c->replay_deadline = util_mono_ms() + CONSUMER_REPLAY_MAX_MS;
         }
@@ -778,7 +782,7 @@ consumer_close(struct consumer *c, int timeout_ms)
     }
     closed = rd_kafka_consumer_closed(c->rk);
     rd_kafka_queue_destroy(q);
-    c->closed = 1;
+    c->close_timed_out = !closed;
     return closed ? 0 : -1;
 }
 
@@ -800,10 +804,13 @@ consumer_free(struct consumer *c)
         }
     }
     if (c->rk != NULL) {
-        /* After consumer_close() (finished or timed out), destroying must
-         * not try to leave the group a second time. */
-        rd_kafka_destroy_flags(
-            c->rk, c->closed ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE : 0);
+        /* A close that ran out of time must not be tried again here (the
+         * brokers are not answering); a finished one lets destroy send
+         * what is still queued, the LeaveGroup among it, so that the next
+         * member gets the partitions at once, not a session timeout later. */
+        rd_kafka_destroy_flags(c->rk, c->close_timed_out
+                                          ? RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE
+                                          : 0);
     }
     for (lane = 0; lane < LANE_COUNT; lane++) {
         for (i = 0; i < c->lanes[lane].nparts; i++) {

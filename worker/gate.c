@@ -484,7 +484,12 @@ enum gate_verdict
 gate_check(struct gate *g, const struct event *ev, int64_t ring_end_ms,
            int64_t now_ms)
 {
-    uint64_t h = msgid_hash(g, ev->msgid_num);
+    /* An invite and its cancel may share a _j_msgid: duplicates are of
+     * the same type. Message ids stay below 2^63, so the top bit is free
+     * to tell them apart and the key stays exact. */
+    uint64_t key =
+        ev->msgid_num | (ev->type == EVENT_CANCEL ? UINT64_C(1) << 63 : 0);
+    uint64_t h = msgid_hash(g, key);
     size_t pos;
 
     /* A duplicate changes nothing, so that redelivering a message cannot

@@ -3,7 +3,8 @@
  * has seen recently and a clock, with no I/O of its own:
  *
  *  - duplicates: an event whose _j_msgid was already handled (pushed or
- *    suppressed) within the dedupe window is not handled again;
+ *    suppressed) within the dedupe window is not handled again; an invite
+ *    and a cancel count apart, as they may share an id;
  *  - cancelled calls: a cancel leaves a tombstone for its call_id; an
  *    invite for a call with a tombstone is never pushed;
  *  - late invites: an invite whose ring window (created_at + ring timeout,

@@ -86,6 +86,22 @@ test_duplicate_within_window_is_dropped(void **state)
 }
 
 static void
+test_cancel_sharing_its_invites_msgid_still_cancels(void **state)
+{
+    struct gate *g = gate_small(100, 100);
+
+    /* Some producers give a call's invite and cancel one message id. */
+    assert_int_equal(invite(g, "c1", 9223372036854775807u, T0), GATE_PASS);
+    assert_int_equal(cancel(g, "c1", 9223372036854775807u, T0 + 1), GATE_PASS);
+    assert_true(gate_cancelled(g, "c1", T0 + 2));
+    assert_int_equal(cancel(g, "c1", 9223372036854775807u, T0 + 2),
+                     GATE_DUPLICATE);
+    assert_int_equal(invite(g, "c1", 9223372036854775807u, T0 + 3),
+                     GATE_DUPLICATE);
+    gate_free(g);
+}
+
+static void
 test_msgid_passes_again_after_the_window(void **state)
 {
     struct gate *g = gate_small(100, 100);
@@ -448,6 +464,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_duplicate_within_window_is_dropped),
         cmocka_unit_test(test_msgid_passes_again_after_the_window),
+        cmocka_unit_test(test_cancel_sharing_its_invites_msgid_still_cancels),
         cmocka_unit_test(
             test_cancel_then_invite_is_cancelled_for_that_call_only),
         cmocka_unit_test(
