@@ -22,10 +22,12 @@
  * each, far below this. */
 #define ADMIN_BODY_MAX (1024 * 1024)
 
-/* Probes and scrapes are few; a client that stops reading is dropped after
- * this many seconds instead of holding a connection. */
-#define ADMIN_MAX_CONNECTIONS 32
-#define ADMIN_IDLE_TIMEOUT_S 10
+/* Probes and scrapes are few and quick. A client that stops sending or
+ * reading is dropped after ADMIN_IDLE_TIMEOUT_S, and the connection limit
+ * is generous, so that idle connections from anyone who can reach the
+ * port cannot starve the kubelet's probes for long. */
+#define ADMIN_MAX_CONNECTIONS 256
+#define ADMIN_IDLE_TIMEOUT_S 2
 
 #define TEXT_TYPE "text/plain; charset=utf-8"
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"

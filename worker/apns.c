@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -38,6 +39,7 @@ struct apns_req {
     int attempts;
     int fresh_connect;
     int refreshed;    /* already answered one ExpiredProviderToken */
+    int last_status;  /* the previous attempt's status, 0 for none */
     int64_t sent_iat; /* iat of the provider token the attempt carried */
 
     int64_t retry_at; /* monotonic ms, while waiting to retry */
@@ -54,6 +56,10 @@ struct apns {
     size_t inflight;
     char auth[1024]; /* "authorization: bearer <JWT>" */
     int sockets;     /* open connections, counted by the socket callbacks */
+    /* Urgent pushes (cancels) run in a multi handle of their own, so they
+     * have connections, and streams, that no backlog of other pushes can
+     * fill: libcurl queues a transfer that finds no free stream. */
+    CURLM *urgent;
     int64_t auth_iat;
 };
 
@@ -143,6 +149,30 @@ apns_check_ca(const char *path, char *err)
     return 0;
 }
 
+static CURLM *
+multi_new(int connections)
+{
+    CURLM *multi = curl_multi_init();
+
+    if (multi == NULL) {
+        fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"out of memory\"}\n");
+        abort();
+    }
+    curl_multi_setopt(multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)connections);
+    /* APNs advertises up to 1000 concurrent streams per connection;
+     * libcurl's own default of 100 would hold the rest back. */
+    curl_multi_setopt(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L);
+    return multi;
+}
+
+/* The multi handle a request runs in. */
+static CURLM *
+req_multi(const struct apns_req *r)
+{
+    return r->push.urgent ? r->owner->urgent : r->owner->multi;
+}
+
 struct apns *
 apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
 {
@@ -162,13 +192,8 @@ apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
     a = xcalloc(1, sizeof(*a));
     a->opts = *opts;
     a->done = done;
-    a->multi = curl_multi_init();
-    curl_multi_setopt(a->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
-    curl_multi_setopt(a->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
-                      (long)opts->connections);
-    /* APNs advertises up to 1000 concurrent streams per connection;
-     * libcurl's own default of 100 would hold the rest back. */
-    curl_multi_setopt(a->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, 1000L);
+    a->multi = multi_new(opts->connections);
+    a->urgent = multi_new(opts->connections);
     return a;
 }
 
@@ -192,7 +217,7 @@ apns_free(struct apns *a)
     for (r = a->all; r != NULL; r = next) {
         next = r->all_next;
         if (r->easy != NULL) {
-            curl_multi_remove_handle(a->multi, r->easy);
+            curl_multi_remove_handle(req_multi(r), r->easy);
             curl_easy_cleanup(r->easy);
         }
         req_free(r);
@@ -201,6 +226,7 @@ apns_free(struct apns *a)
         curl_easy_cleanup(a->idle);
     }
     curl_multi_cleanup(a->multi);
+    curl_multi_cleanup(a->urgent);
     free(a);
 }
 
@@ -410,7 +436,7 @@ req_start(struct apns_req *r)
         curl_easy_setopt(e, CURLOPT_CAINFO, a->opts.ca_file);
     }
     r->fresh_connect = 0;
-    if (curl_multi_add_handle(a->multi, e) != CURLM_OK) {
+    if (curl_multi_add_handle(req_multi(r), e) != CURLM_OK) {
         r->easy = NULL;
         easy_put(a, e);
         return -1;
@@ -535,6 +561,7 @@ req_finish(struct apns_req *r, int status, const char *reason,
     int64_t delay;
 
     util_strlcpy(r->reason, reason, sizeof(r->reason));
+    r->last_status = status;
     if (action == APNS_REFRESH) {
         if (req_refresh(r) < 0) {
             req_done(r, APNS_FIX, status, timestamp_ms, 0);
@@ -574,7 +601,7 @@ req_complete(struct apns_req *r, CURLcode code)
     char reason[APNS_REASON_MAX] = "";
 
     curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-    curl_multi_remove_handle(a->multi, r->easy);
+    curl_multi_remove_handle(req_multi(r), r->easy);
     easy_put(a, r->easy);
     r->easy = NULL;
 
@@ -613,13 +640,16 @@ start_due(struct apns *a)
         a->retries = r->next;
         r->next = NULL;
         if (r->attempts > 0 && util_now_ms() >= r->push.give_up_ms) {
-            req_done(r, apns_classify(0, NULL), 0, 0, 1);
+            /* Reported with the last answer's status and reason. */
+            req_done(r, apns_classify(r->last_status, r->reason),
+                     r->last_status, 0, 1);
             continue;
         }
         if (r->attempts > 0 && a->opts.wanted != NULL &&
             !a->opts.wanted(r->push.ctx)) {
             /* Keeps the last answer's status and reason for the log. */
-            req_done_as(r, apns_classify(0, NULL), 0, 0, 0, 1);
+            req_done_as(r, apns_classify(r->last_status, r->reason),
+                        r->last_status, 0, 0, 1);
             continue;
         }
         if (req_start(r) < 0) {
@@ -632,16 +662,15 @@ start_due(struct apns *a)
     }
 }
 
-void
-apns_run(struct apns *a)
+/* Moves one multi handle's transfers and completes the finished ones. */
+static void
+multi_run(CURLM *multi)
 {
-    int running;
+    int running, left;
     CURLMsg *msg;
-    int left;
 
-    start_due(a);
-    curl_multi_perform(a->multi, &running);
-    while ((msg = curl_multi_info_read(a->multi, &left)) != NULL) {
+    curl_multi_perform(multi, &running);
+    while ((msg = curl_multi_info_read(multi, &left)) != NULL) {
         struct apns_req *r;
 
         if (msg->msg != CURLMSG_DONE) {
@@ -650,13 +679,52 @@ apns_run(struct apns *a)
         curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&r);
         req_complete(r, msg->data.result);
     }
-    /* Retries scheduled with no delay start on the next pass. */
 }
+
+void
+apns_run(struct apns *a)
+{
+    start_due(a);
+    multi_run(a->urgent);
+    multi_run(a->multi);
+}
+
+/* The sockets of the urgent multi handle, added to the caller's extra
+ * descriptors, so one poll waits on everything. */
+#define APNS_WAIT_MAX 64
 
 void
 apns_wait(struct apns *a, struct curl_waitfd *extra, unsigned nextra,
           int timeout_ms)
 {
+    struct curl_waitfd fds[APNS_WAIT_MAX];
+    fd_set rd, wr, ex;
+    unsigned n = 0, i;
+    int maxfd = -1, fd;
+    long urgent_ms = -1;
+
+    for (i = 0; i < nextra && n < APNS_WAIT_MAX; i++) {
+        fds[n++] = extra[i];
+    }
+    FD_ZERO(&rd);
+    FD_ZERO(&wr);
+    FD_ZERO(&ex);
+    curl_multi_fdset(a->urgent, &rd, &wr, &ex, &maxfd);
+    for (fd = 0; fd <= maxfd && n < APNS_WAIT_MAX; fd++) {
+        short events = (FD_ISSET(fd, &rd) ? CURL_WAIT_POLLIN : 0) |
+                       (FD_ISSET(fd, &wr) ? CURL_WAIT_POLLOUT : 0);
+
+        if (events != 0) {
+            fds[n].fd = fd;
+            fds[n].events = events;
+            fds[n].revents = 0;
+            n++;
+        }
+    }
+    curl_multi_timeout(a->urgent, &urgent_ms);
+    if (urgent_ms >= 0 && urgent_ms < timeout_ms) {
+        timeout_ms = (int)urgent_ms;
+    }
     if (a->retries != NULL) {
         int64_t due = a->retries->retry_at - util_mono_ms();
 
@@ -664,7 +732,7 @@ apns_wait(struct apns *a, struct curl_waitfd *extra, unsigned nextra,
             timeout_ms = due < 0 ? 0 : (int)due;
         }
     }
-    curl_multi_poll(a->multi, extra, nextra, timeout_ms, NULL);
+    curl_multi_poll(a->multi, fds, n, timeout_ms, NULL);
 }
 
 size_t

@@ -70,6 +70,8 @@ struct apns_push {
     const char *body;
     size_t body_len;
     int64_t give_up_ms; /* wall clock: no attempt starts after it */
+    int urgent;         /* 1: on connections of its own, never queued
+                         * behind others' streams (cancels) */
     void *ctx;          /* the caller's */
 };
 

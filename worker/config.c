@@ -7,6 +7,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <stddef.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -378,9 +380,23 @@ check_listen(const char *v)
     const char *colon = strrchr(v, ':');
     size_t n = strlen(v);
 
-    /* The listener binds IPv4 only. */
-    if (colon == NULL || strchr(v, '[') != NULL) {
+    /* The listener binds IPv4 only; a host of digits and dots must be an
+     * IPv4 address, and a name at most 253 bytes. */
+    if (colon == NULL || strchr(v, '[') != NULL || colon - v > 253) {
         return -1;
+    }
+    if (colon > v && strspn(v, "0123456789.") == (size_t)(colon - v)) {
+        char host[64];
+        struct in_addr addr;
+
+        if (colon - v >= (ptrdiff_t)sizeof(host)) {
+            return -1;
+        }
+        memcpy(host, v, (size_t)(colon - v));
+        host[colon - v] = '\0';
+        if (inet_pton(AF_INET, host, &addr) != 1) {
+            return -1;
+        }
     }
     if (colon == v) {
         return strcmp(v, ":0") == 0 || parse_port(v + 1, n - 1) >= 0 ? 0 : -1;
@@ -923,6 +939,14 @@ config_load(struct config *cfg, int argc, char **argv, char **envp, char *err)
         }
     }
 
+    if (cfg->min_ring_left_s >= cfg->ring_timeout_s) {
+        snprintf(err, CONFIG_ERR_MAX,
+                 "CALLPUSH_MIN_RING_LEFT_S (--min-ring-left-s): must be less "
+                 "than CALLPUSH_RING_TIMEOUT_S (%d), got %d: every invite "
+                 "without its own ring timeout would be late",
+                 cfg->ring_timeout_s, cfg->min_ring_left_s);
+        goto done;
+    }
     kafka_merge(cfg, &in);
     result = 0;
 

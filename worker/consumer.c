@@ -228,8 +228,9 @@ plan_replay(struct consumer *c, rd_kafka_topic_partition_list_t *list)
          * already there, replayed or new, so that none of them can ring
          * for a call whose cancel is queued a few messages away. (With one
          * topic, the order within the partition already sees to that.) */
-        if (c->nlanes > 1 &&
-            hi > (p->replay_until > 0 ? from : upto < 0 ? lo : upto)) {
+        if (c->nlanes > 1 && hi > (p->replay_until > 0 ? from
+                                   : upto < 0          ? lo
+                                                       : upto)) {
             p->hold_until = hi;
             c->replay_deadline = util_mono_ms() + CONSUMER_REPLAY_MAX_MS;
         }

@@ -27,6 +27,8 @@
 #define PIPELINE_IDLE_MS 1000
 /* Of the shutdown budget, what is kept for committing and leaving. */
 #define PIPELINE_CLOSE_MS 5000
+/* Kept at the very end of the budget for logging and exiting. */
+#define PIPELINE_EXIT_MARGIN_MS 300
 /* A created_at further ahead of the local clock than this is not trusted:
  * clocks disagree by seconds, not minutes. */
 #define PIPELINE_FUTURE_SLACK_MS (5 * 60 * 1000)
@@ -212,6 +214,7 @@ job_final(struct job *job)
             log_int(line, "dead_tokens", (int64_t)dead);
             log_int(line, "expired", (int64_t)expired);
             log_int(line, "failed", (int64_t)failed);
+            log_int(line, "cancelled", (int64_t)cancelled);
         }
         log_end(line);
     }
@@ -397,6 +400,9 @@ log_push(const struct push *push, const struct apns_result *res)
 static void
 push_metrics(const struct job *job, const struct apns_result *res)
 {
+    if (res->dropped) {
+        return; /* a suppression, counted when its event settles */
+    }
     metrics_push(res->status, res->reason);
     if (res->attempts > 1) {
         metrics_add(METRICS_RETRIES, (uint64_t)(res->attempts - 1));
@@ -502,6 +508,8 @@ job_push(struct job *job)
     ap.sandbox = job->sandbox;
     ap.body = job->payload.data;
     ap.body_len = job->payload.len;
+    /* A cancel must never wait for a stream behind a backlog of invites. */
+    ap.urgent = ev->type == EVENT_CANCEL;
     ap.give_up_ms = ev->type == EVENT_INVITE
                         ? payload_ring_end_ms(ev, &pl->popts)
                         : ap.expiration * 1000;
@@ -827,18 +835,22 @@ pipeline_run(struct pipeline *pl)
         step(pl, 0);
     }
     consumer_store(pl->consumer);
-    if (consumer_close(pl->consumer, (int)(end - util_mono_ms())) < 0) {
+    /* Leaving a margin, so that a close that runs out of time still ends
+     * inside the budget. */
+    if (consumer_close(pl->consumer, (int)(end - PIPELINE_EXIT_MARGIN_MS -
+                                           util_mono_ms())) < 0) {
         log_msg(LOG_WARN, "left the group without a goodbye",
                 "the brokers did not answer in time; offsets committed "
                 "before stay committed");
     }
-    left = producer_flush(pl->producer, (int)(end - util_mono_ms()));
+    left = producer_flush(
+        pl->producer, (int)(end - PIPELINE_EXIT_MARGIN_MS - util_mono_ms()));
     log_msg(LOG_INFO, "stopped",
             "%zu events left unsettled (read again by the next owner), "
             "%d Kafka messages unacknowledged",
             pl->njobs, left);
     log_flush();
-    if (util_mono_ms() >= end) {
+    if (util_mono_ms() >= end - PIPELINE_EXIT_MARGIN_MS) {
         return PIPELINE_OUT_OF_TIME;
     }
     return pl->njobs == 0 && left == 0 ? 0 : -1;

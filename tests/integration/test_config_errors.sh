@@ -46,6 +46,10 @@ expect_refusal "key file that is not a key named" "CALLPUSH_APNS_KEY_FILE" \
     CALLPUSH_APNS_KEY_FILE="$T/junk.p8" --
 expect_refusal "plain http APNs URL refused" CALLPUSH_APNS_URL \
     CALLPUSH_APNS_URL=http://127.0.0.1:1 --
+expect_refusal "ring time left above the ring timeout refused" \
+    CALLPUSH_MIN_RING_LEFT_S CALLPUSH_MIN_RING_LEFT_S=60 --
+expect_refusal "a listen address that is no IPv4 address refused" \
+    CALLPUSH_HTTP_ADDR CALLPUSH_HTTP_ADDR=999.1.1.1:80 --
 expect_refusal "bad Kafka property named" "no.such.property" \
     CALLPUSH_KAFKA_NO_SUCH_PROPERTY=1 --
 
