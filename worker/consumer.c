@@ -340,18 +340,7 @@ on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t code,
 static void
 on_log(const rd_kafka_t *rk, int level, const char *fac, const char *text)
 {
-    enum log_level lv = level <= 3   ? LOG_ERROR
-                        : level == 4 ? LOG_WARN
-                        : level <= 6 ? LOG_INFO
-                                     : LOG_DEBUG;
-    struct buf *line = log_begin_limited(lv, "kafka", text);
-
-    if (line == NULL) {
-        return;
-    }
-    log_str(line, "facility", fac);
-    log_str(line, "detail", text);
-    log_end(line);
+    kafka_log(level, fac, text);
 }
 
 static void
@@ -732,12 +721,6 @@ consumer_store(struct consumer *c)
         rd_kafka_commit(c->rk, NULL, 1);
     }
     rd_kafka_topic_partition_list_destroy(list);
-}
-
-int
-consumer_assigned(const struct consumer *c)
-{
-    return c->assigned;
 }
 
 const char *

@@ -68,9 +68,6 @@ void consumer_done(struct consumer *c, const struct consumer_ticket *t);
  * commit. Cheap when nothing moved; the loop calls it every iteration. */
 void consumer_store(struct consumer *c);
 
-/* Partitions assigned now, over both lanes. */
-int consumer_assigned(const struct consumer *c);
-
 /* Commits what is final and leaves the group, waiting at most timeout_ms.
  * Returns 0 when it left, -1 when the time ran out (the brokers may be
  * down: what was committed before stays committed). */

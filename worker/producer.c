@@ -45,28 +45,32 @@ kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, char *err,
 }
 
 void
-kafka_log_event(rd_kafka_event_t *ev)
+kafka_log(int level, const char *fac, const char *text)
 {
-    const char *fac, *text;
-    int level;
-    enum log_level lv;
-    struct buf *line;
-
-    if (rd_kafka_event_log(ev, &fac, &text, &level) != 0) {
-        return;
-    }
     /* syslog levels: 0-3 errors, 4 warning, 5-6 info, 7 debug. */
-    lv = level <= 3   ? LOG_ERROR
-         : level == 4 ? LOG_WARN
-         : level <= 6 ? LOG_INFO
-                      : LOG_DEBUG;
-    line = log_begin_limited(lv, "kafka", text);
+    enum log_level lv = level <= 3   ? LOG_ERROR
+                        : level == 4 ? LOG_WARN
+                        : level <= 6 ? LOG_INFO
+                                     : LOG_DEBUG;
+    struct buf *line = log_begin_limited(lv, "kafka", text);
+
     if (line == NULL) {
         return;
     }
     log_str(line, "facility", fac);
     log_str(line, "detail", text);
     log_end(line);
+}
+
+static void
+log_event(rd_kafka_event_t *ev)
+{
+    const char *fac, *text;
+    int level;
+
+    if (rd_kafka_event_log(ev, &fac, &text, &level) == 0) {
+        kafka_log(level, fac, text);
+    }
 }
 
 struct producer *
@@ -141,7 +145,7 @@ serve_event(struct producer *p, rd_kafka_event_t *ev)
         }
         break;
     case RD_KAFKA_EVENT_LOG:
-        kafka_log_event(ev);
+        log_event(ev);
         break;
     case RD_KAFKA_EVENT_ERROR: {
         /* A transport error repeats what librdkafka's log already said. */
@@ -190,12 +194,6 @@ producer_flush(struct producer *p, int timeout_ms)
         }
     }
     return (int)p->outstanding;
-}
-
-size_t
-producer_outstanding(const struct producer *p)
-{
-    return p->outstanding;
 }
 
 void

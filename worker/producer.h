@@ -44,8 +44,6 @@ void producer_poll(struct producer *p);
  * number still unacknowledged. */
 int producer_flush(struct producer *p, int timeout_ms);
 
-size_t producer_outstanding(const struct producer *p);
-
 void producer_free(struct producer *p);
 
 /* Shared with the consumer: applies the worker's Kafka settings (brokers,
@@ -53,6 +51,8 @@ void producer_free(struct producer *p);
  * logs to a queue the loop serves, and makes its queue write to wake_fd. */
 int kafka_conf_apply(rd_kafka_conf_t *conf, const struct config *cfg, char *err,
                      size_t errlen);
-void kafka_log_event(rd_kafka_event_t *ev);
+/* Writes one of librdkafka's log lines (syslog level, facility, text) as
+ * a JSON line, repeats rate-limited. */
+void kafka_log(int level, const char *fac, const char *text);
 
 #endif
