@@ -262,9 +262,13 @@ hold_invites(struct consumer *c)
 {
     int32_t i;
 
+    /* Resumed explicitly too: a partition paused in an earlier assignment
+     * must not stay paused in this one. */
     for (i = 0; c->nlanes > 1 && i < c->lanes[LANE_CANCEL].nparts; i++) {
-        if (c->lanes[LANE_CANCEL].parts[i].hold_until > 0) {
-            pause_invites(c, i, 1);
+        const struct part *p = &c->lanes[LANE_CANCEL].parts[i];
+
+        if (p->assigned) {
+            pause_invites(c, i, p->hold_until > 0);
         }
     }
 }

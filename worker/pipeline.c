@@ -450,6 +450,8 @@ on_push_done(void *ctx, const struct apns_push *ap,
             push->state = PUSH_CANCELLED;
             break;
         }
+        /* An invite that ran out of ring time is not worth a dead letter:
+         * nobody can answer that call any more. */
         push->state = res->gave_up && job->ev.type == EVENT_INVITE
                           ? PUSH_EXPIRED
                           : PUSH_FAILED;
@@ -457,12 +459,9 @@ on_push_done(void *ctx, const struct apns_push *ap,
     case APNS_INVALIDATE:
         push->state = PUSH_DEAD_TOKEN;
         break;
-    default:
-        /* An invite that ran out of ring time is not worth a dead letter:
-         * nobody can answer that call any more. */
-        push->state = res->gave_up && job->ev.type == EVENT_INVITE
-                          ? PUSH_EXPIRED
-                          : PUSH_FAILED;
+    case APNS_FIX:
+        /* Our request or configuration is wrong: retrying cannot help. */
+        push->state = PUSH_FAILED;
         break;
     }
     push_metrics(job, res);
