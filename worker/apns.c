@@ -10,6 +10,9 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509_vfy.h>
 
@@ -61,6 +64,7 @@ struct apns {
      * fill: libcurl queues a transfer that finds no free stream. */
     CURLM *urgent;
     int64_t auth_iat;
+    char *cert_pass; /* the client key's passphrase, NULL for none */
 };
 
 static const struct {
@@ -149,6 +153,110 @@ apns_check_ca(const char *path, char *err)
     return 0;
 }
 
+/* The passphrase a certificate key's password file holds: its first line,
+ * without the line end. Longer than a PEM passphrase may be is refused. */
+#define APNS_PASS_MAX 1024
+
+static char *
+read_password(const char *path, char *err)
+{
+    char line[APNS_PASS_MAX + 2];
+    FILE *f = fopen(path, "r");
+    size_t n;
+    char *pass;
+
+    if (f == NULL) {
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_PASSWORD_FILE %s: cannot read it", path);
+        return NULL;
+    }
+    if (fgets(line, sizeof(line), f) == NULL) {
+        line[0] = '\0';
+    }
+    fclose(f);
+    n = strcspn(line, "\r\n");
+    if (n > APNS_PASS_MAX) {
+        OPENSSL_cleanse(line, sizeof(line));
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_PASSWORD_FILE %s: the first line is "
+                 "longer than %d bytes",
+                 path, APNS_PASS_MAX);
+        return NULL;
+    }
+    line[n] = '\0';
+    pass = xstrdup(line);
+    OPENSSL_cleanse(line, sizeof(line));
+    return pass;
+}
+
+/* Hands the configured passphrase to OpenSSL, which asks for it only when
+ * the key is encrypted. */
+static int
+pass_cb(char *buf, int size, int rwflag, void *userdata)
+{
+    const char *pass = userdata;
+    size_t n = pass != NULL ? strlen(pass) : 0;
+
+    if (pass == NULL || n > (size_t)size) {
+        return -1;
+    }
+    memcpy(buf, pass, n);
+    return (int)n;
+}
+
+/*
+ * Loads the client certificate and its key as libcurl will, and checks
+ * that they belong together, so that a wrong file or passphrase is refused
+ * at start with the setting's name rather than failing every handshake.
+ */
+static int
+apns_check_cert(const struct apns_opts *o, char *pass, char *err)
+{
+    X509 *cert = NULL;
+    EVP_PKEY *key = NULL;
+    FILE *f;
+    int rc = -1;
+
+    f = fopen(o->cert_file, "r");
+    if (f != NULL) {
+        cert = PEM_read_X509(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if (cert == NULL) {
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_FILE %s: no PEM certificate in it",
+                 o->cert_file);
+        goto out;
+    }
+    f = fopen(o->cert_key_file, "r");
+    if (f != NULL) {
+        key = PEM_read_PrivateKey(f, NULL, pass_cb, pass);
+        fclose(f);
+    }
+    if (key == NULL) {
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_KEY_FILE %s: no PEM private key in it, "
+                 "or it is encrypted and CALLPUSH_APNS_CERT_PASSWORD_FILE "
+                 "does not hold its passphrase",
+                 o->cert_key_file);
+        goto out;
+    }
+    if (X509_check_private_key(cert, key) != 1) {
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_KEY_FILE %s: not the key of "
+                 "CALLPUSH_APNS_CERT_FILE %s",
+                 o->cert_key_file, o->cert_file);
+        goto out;
+    }
+    rc = 0;
+
+out:
+    ERR_clear_error();
+    EVP_PKEY_free(key);
+    X509_free(cert);
+    return rc;
+}
+
 static CURLM *
 multi_new(int connections)
 {
@@ -177,6 +285,7 @@ struct apns *
 apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
 {
     struct apns *a;
+    char *pass = NULL;
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         snprintf(err, APNS_ERR_MAX, "libcurl failed to initialise");
@@ -189,8 +298,29 @@ apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
     if (opts->ca_file != NULL && apns_check_ca(opts->ca_file, err) < 0) {
         return NULL;
     }
+    if ((opts->cert_file == NULL) == (opts->jwt == NULL)) {
+        snprintf(err, APNS_ERR_MAX,
+                 "give either a provider token signer or a client "
+                 "certificate, not %s",
+                 opts->jwt == NULL ? "neither" : "both");
+        return NULL;
+    }
+    if (opts->cert_file != NULL && opts->cert_password_file != NULL) {
+        pass = read_password(opts->cert_password_file, err);
+        if (pass == NULL) {
+            return NULL;
+        }
+    }
+    if (opts->cert_file != NULL && apns_check_cert(opts, pass, err) < 0) {
+        if (pass != NULL) {
+            OPENSSL_cleanse(pass, strlen(pass));
+        }
+        free(pass);
+        return NULL;
+    }
     a = xcalloc(1, sizeof(*a));
     a->opts = *opts;
+    a->cert_pass = pass;
     a->done = done;
     a->multi = multi_new(opts->connections);
     a->urgent = multi_new(opts->connections);
@@ -227,6 +357,10 @@ apns_free(struct apns *a)
     }
     curl_multi_cleanup(a->multi);
     curl_multi_cleanup(a->urgent);
+    if (a->cert_pass != NULL) {
+        OPENSSL_cleanse(a->cert_pass, strlen(a->cert_pass));
+    }
+    free(a->cert_pass);
     free(a);
 }
 
@@ -333,7 +467,10 @@ req_headers(const struct apns_push *p, const char *auth)
     struct curl_slist *h = NULL;
     char line[APNS_HEADER_MAX];
 
-    h = slist_add(h, auth);
+    /* A certificate connection sends no authorization header. */
+    if (auth != NULL) {
+        h = slist_add(h, auth);
+    }
     snprintf(line, sizeof(line), "apns-push-type: %s", p->push_type);
     h = slist_add(h, line);
     snprintf(line, sizeof(line), "apns-topic: %s", p->topic);
@@ -391,9 +528,13 @@ req_start(struct apns_req *r)
     const char *auth;
     CURL *e;
 
-    auth = apns_auth(a, err);
-    if (auth == NULL) {
-        return -1;
+    if (a->opts.jwt != NULL) {
+        auth = apns_auth(a, err);
+        if (auth == NULL) {
+            return -1;
+        }
+    } else {
+        auth = NULL;
     }
     r->sent_iat = a->auth_iat;
     snprintf(r->url, sizeof(r->url), "%s/3/device/%s",
@@ -434,6 +575,15 @@ req_start(struct apns_req *r)
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, a);
     if (a->opts.ca_file != NULL) {
         curl_easy_setopt(e, CURLOPT_CAINFO, a->opts.ca_file);
+    }
+    if (a->opts.cert_file != NULL) {
+        curl_easy_setopt(e, CURLOPT_SSLCERT, a->opts.cert_file);
+        curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+        curl_easy_setopt(e, CURLOPT_SSLKEY, a->opts.cert_key_file);
+        curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+        if (a->cert_pass != NULL) {
+            curl_easy_setopt(e, CURLOPT_KEYPASSWD, a->cert_pass);
+        }
     }
     r->fresh_connect = 0;
     if (curl_multi_add_handle(req_multi(r), e) != CURLM_OK) {
@@ -543,7 +693,9 @@ req_refresh(struct apns_req *r)
     struct apns *a = r->owner;
     char err[JWT_ERR_MAX];
 
-    if (r->refreshed) {
+    /* Without a provider token there is nothing to renew: APNs would
+     * not say this of a certificate connection. */
+    if (r->refreshed || a->opts.jwt == NULL) {
         return -1;
     }
     r->refreshed = 1;

@@ -4,11 +4,11 @@
  * Requests are multiplexed as streams over a few long-lived TLS
  * connections (libcurl multi, CURLPIPE_MULTIPLEX); no thread and no
  * connection per push. The module authenticates with a shared provider
- * token (jwt.h), gives every request its own deadline, classifies each
- * answer by the table of Apple's documented statuses and reasons, and
- * retries the transient ones with exponential back-off and jitter until
- * the push's give-up time. The caller hears about each push exactly once,
- * through the done callback, with its final result.
+ * token (jwt.h) or, instead, with a TLS client certificate, gives every request
+ * its own deadline, classifies each answer by the table of Apple's documented
+ * statuses and reasons, and retries the transient ones with exponential
+ * back-off and jitter until the push's give-up time. The caller hears about
+ * each push exactly once, through the done callback, with its final result.
  *
  * The module knows nothing of Kafka or of calls: "give up at" is the only
  * call semantics it sees.
@@ -51,7 +51,16 @@ struct apns_opts {
     const char *ca_file; /* NULL: the system's CA store */
     int connections;     /* per host */
     int timeout_ms;      /* one attempt's deadline */
+    /* Token authentication: every request carries this signer's provider
+     * token. NULL with certificate authentication. */
     struct jwt *jwt;
+    /* Certificate authentication, when cert_file is not NULL: the PEM
+     * client certificate, its PEM key, and a file whose first line is the
+     * key's passphrase (NULL: the key is not encrypted). Checked by
+     * apns_new(), so a wrong passphrase fails at start. */
+    const char *cert_file;
+    const char *cert_key_file;
+    const char *cert_password_file;
     /* Asked before every retry, with the push's ctx: 0 means the push is
      * no longer wanted (its call was cancelled), and it ends without
      * another attempt. NULL: always wanted. */

@@ -62,14 +62,33 @@ const struct config_setting config_settings[] = {
      "The app's bundle id, sent as apns-topic.", CONFIG_RULE_BUNDLE, 0, 0,
      offsetof(struct config, apns_topic)},
     {"CALLPUSH_APNS_KEY_FILE", "apns-key-file", "FILE", NULL,
-     "The .p8 signing key (PEM, P-256) from the Apple developer account.",
+     "The .p8 signing key (PEM, P-256) from the Apple developer account. "
+     "Token authentication: not set with CALLPUSH_APNS_CERT_FILE.",
      CONFIG_RULE_FILE, 0, 0, offsetof(struct config, apns_key_file)},
     {"CALLPUSH_APNS_KEY_ID", "apns-key-id", "KEY_ID", NULL,
-     "Id of the signing key: 10 characters from A-Z and 0-9.",
+     "Id of the signing key: 10 characters from A-Z and 0-9. Token "
+     "authentication: not set with CALLPUSH_APNS_CERT_FILE.",
      CONFIG_RULE_APPLE_ID, 0, 0, offsetof(struct config, apns_key_id)},
     {"CALLPUSH_APNS_TEAM_ID", "apns-team-id", "TEAM_ID", NULL,
-     "Apple developer team id: 10 characters from A-Z and 0-9.",
+     "Apple developer team id: 10 characters from A-Z and 0-9. Token "
+     "authentication: not set with CALLPUSH_APNS_CERT_FILE.",
      CONFIG_RULE_APPLE_ID, 0, 0, offsetof(struct config, apns_team_id)},
+    {"CALLPUSH_APNS_CERT_FILE", "apns-cert-file", "FILE", "",
+     "PEM client certificate for certificate authentication to APNs, "
+     "instead of the provider token; needs CALLPUSH_APNS_CERT_KEY_FILE.",
+     CONFIG_RULE_FILE_OPT, 0, 0, offsetof(struct config, apns_cert_file)},
+    {"CALLPUSH_APNS_CERT_KEY_FILE", "apns-cert-key-file", "FILE", "",
+     "PEM private key of CALLPUSH_APNS_CERT_FILE, encrypted or not.",
+     CONFIG_RULE_FILE_OPT, 0, 0, offsetof(struct config, apns_cert_key_file)},
+    {"CALLPUSH_APNS_CERT_PASSWORD_FILE", "apns-cert-password-file", "FILE", "",
+     "File whose first line is the passphrase of an encrypted "
+     "CALLPUSH_APNS_CERT_KEY_FILE.",
+     CONFIG_RULE_FILE_OPT, 0, 0,
+     offsetof(struct config, apns_cert_password_file)},
+    {"CALLPUSH_PUSH_TYPE", "push-type", "alert|voip", "alert",
+     "APNs push type of every push. voip sends to the topic BUNDLE_ID.voip "
+     "and allows payloads of 5120 bytes instead of 4096.",
+     CONFIG_RULE_PUSH_TYPE, 0, 0, offsetof(struct config, push_type)},
     {"CALLPUSH_APNS_CONNECTIONS", "apns-connections", "N", "2",
      "HTTP/2 connections kept open to APNs, from 1 to 64.", CONFIG_RULE_INT, 1,
      64, offsetof(struct config, apns_connections)},
@@ -273,6 +292,9 @@ rule_text(const struct config_setting *s, char *out, size_t len)
         break;
     case CONFIG_RULE_LEVEL:
         util_strlcpy(out, "must be one of debug, info, warn, error", len);
+        break;
+    case CONFIG_RULE_PUSH_TYPE:
+        util_strlcpy(out, "must be \"alert\" or \"voip\"", len);
         break;
     case CONFIG_RULE_LISTEN:
         util_strlcpy(out,
@@ -594,6 +616,9 @@ setting_apply(struct config *cfg, const struct config_setting *s,
     case CONFIG_RULE_LISTEN:
         bad = check_listen(value) < 0;
         break;
+    case CONFIG_RULE_PUSH_TYPE:
+        bad = strcmp(value, "alert") != 0 && strcmp(value, "voip") != 0;
+        break;
     }
 
     if (bad) {
@@ -911,6 +936,87 @@ kafka_merge(struct config *cfg, struct config_input *in)
     cfg->nkafka = out.n;
 }
 
+/* The settings of provider token authentication. */
+static int
+is_token_setting(const struct config_setting *s)
+{
+    return s->offset == offsetof(struct config, apns_key_file) ||
+           s->offset == offsetof(struct config, apns_key_id) ||
+           s->offset == offsetof(struct config, apns_team_id);
+}
+
+static const struct config_setting *
+setting_at(size_t offset)
+{
+    size_t i;
+
+    for (i = 0; i < config_nsettings; i++) {
+        if (config_settings[i].offset == offset) {
+            return &config_settings[i];
+        }
+    }
+    abort();
+}
+
+/*
+ * Checks that exactly one form of APNs authentication is configured: the
+ * provider token (all three of its settings) or the client certificate
+ * (certificate and key). A worker with both would leave it unclear which
+ * APNs sees, so that is refused too.
+ */
+static int
+check_auth_mode(const struct config *cfg, char *err)
+{
+    int token = cfg->apns_key_file[0] != '\0' || cfg->apns_key_id[0] != '\0' ||
+                cfg->apns_team_id[0] != '\0';
+    int cert =
+        cfg->apns_cert_file[0] != '\0' || cfg->apns_cert_key_file[0] != '\0';
+    size_t i;
+
+    if (token && cert) {
+        snprintf(err, CONFIG_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_FILE (--apns-cert-file) and "
+                 "CALLPUSH_APNS_KEY_FILE (--apns-key-file): configure either "
+                 "certificate authentication (CALLPUSH_APNS_CERT_FILE, "
+                 "CALLPUSH_APNS_CERT_KEY_FILE) or token authentication "
+                 "(CALLPUSH_APNS_KEY_FILE, CALLPUSH_APNS_KEY_ID, "
+                 "CALLPUSH_APNS_TEAM_ID), not both");
+        return -1;
+    }
+    if (cert && cfg->apns_cert_file[0] == '\0') {
+        return fail_setting(err,
+                            setting_at(offsetof(struct config, apns_cert_file)),
+                            "is required with CALLPUSH_APNS_CERT_KEY_FILE");
+    }
+    if (cert && cfg->apns_cert_key_file[0] == '\0') {
+        return fail_setting(
+            err, setting_at(offsetof(struct config, apns_cert_key_file)),
+            "is required with CALLPUSH_APNS_CERT_FILE");
+    }
+    if (cert) {
+        return 0;
+    }
+    if (cfg->apns_cert_password_file[0] != '\0') {
+        return fail_setting(
+            err, setting_at(offsetof(struct config, apns_cert_password_file)),
+            "is only used with CALLPUSH_APNS_CERT_FILE and "
+            "CALLPUSH_APNS_CERT_KEY_FILE, which are not set");
+    }
+    for (i = 0; i < config_nsettings; i++) {
+        const struct config_setting *s = &config_settings[i];
+
+        if (is_token_setting(s) &&
+            (*(char *const *)member_const(cfg, s))[0] == '\0') {
+            return fail_setting(err, s,
+                                "is required and not set (or configure "
+                                "certificate authentication instead: "
+                                "CALLPUSH_APNS_CERT_FILE and "
+                                "CALLPUSH_APNS_CERT_KEY_FILE)");
+        }
+    }
+    return 0;
+}
+
 int
 config_load(struct config *cfg, int argc, char **argv, char **envp, char *err)
 {
@@ -930,6 +1036,11 @@ config_load(struct config *cfg, int argc, char **argv, char **envp, char *err)
         const struct config_setting *s = &config_settings[i];
         const char *value = in.value[i] != NULL ? in.value[i] : s->def;
 
+        if (value == NULL && is_token_setting(s)) {
+            /* Required only without a certificate: settled below. */
+            *(char **)member(cfg, s) = xstrdup("");
+            continue;
+        }
         if (value == NULL) {
             fail_setting(err, s, "is required and not set");
             goto done;
@@ -939,6 +1050,9 @@ config_load(struct config *cfg, int argc, char **argv, char **envp, char *err)
         }
     }
 
+    if (check_auth_mode(cfg, err) < 0) {
+        goto done;
+    }
     if (cfg->min_ring_left_s >= cfg->ring_timeout_s) {
         snprintf(err, CONFIG_ERR_MAX,
                  "CALLPUSH_MIN_RING_LEFT_S (--min-ring-left-s): must be less "

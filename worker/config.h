@@ -44,6 +44,9 @@ struct config {
     char *brokers, *group, *invite_topic, *cancel_topic, *feedback_topic,
         *dlq_topic, *apns_env, *apns_url, *apns_ca_file, *apns_topic,
         *apns_key_file, *apns_key_id, *apns_team_id;
+    /* Certificate authentication: "" when the provider token is used. */
+    char *apns_cert_file, *apns_cert_key_file, *apns_cert_password_file;
+    char *push_type; /* "alert" or "voip" */
     int apns_connections, apns_timeout_ms, max_inflight, ring_timeout_s,
         cancel_expiration_s;
     char *http_addr;
@@ -58,19 +61,20 @@ struct config {
 
 /* How a setting's value is checked and stored. */
 enum config_rule {
-    CONFIG_RULE_BROKERS,  /* host:port[,host:port...] */
-    CONFIG_RULE_TOPIC,    /* a legal Kafka topic name */
-    CONFIG_RULE_GROUP,    /* 1..255 bytes, no control characters */
-    CONFIG_RULE_APNS_ENV, /* production | sandbox */
-    CONFIG_RULE_URL,      /* https://host[:port], empty for none */
-    CONFIG_RULE_FILE,     /* a readable regular file */
-    CONFIG_RULE_FILE_OPT, /* the same, or empty for none */
-    CONFIG_RULE_BUNDLE,   /* an app bundle id: [A-Za-z0-9.-] */
-    CONFIG_RULE_APPLE_ID, /* 10 characters [A-Z0-9] */
-    CONFIG_RULE_INT,      /* an integer from min to max; stored as int */
-    CONFIG_RULE_TEXT,     /* valid UTF-8, 1..256 bytes */
-    CONFIG_RULE_LEVEL,    /* a log level; stored as enum log_level */
-    CONFIG_RULE_LISTEN,   /* [host]:port to listen on, port 0 = any */
+    CONFIG_RULE_BROKERS,   /* host:port[,host:port...] */
+    CONFIG_RULE_TOPIC,     /* a legal Kafka topic name */
+    CONFIG_RULE_GROUP,     /* 1..255 bytes, no control characters */
+    CONFIG_RULE_APNS_ENV,  /* production | sandbox */
+    CONFIG_RULE_URL,       /* https://host[:port], empty for none */
+    CONFIG_RULE_FILE,      /* a readable regular file */
+    CONFIG_RULE_FILE_OPT,  /* the same, or empty for none */
+    CONFIG_RULE_BUNDLE,    /* an app bundle id: [A-Za-z0-9.-] */
+    CONFIG_RULE_APPLE_ID,  /* 10 characters [A-Z0-9] */
+    CONFIG_RULE_INT,       /* an integer from min to max; stored as int */
+    CONFIG_RULE_TEXT,      /* valid UTF-8, 1..256 bytes */
+    CONFIG_RULE_LEVEL,     /* a log level; stored as enum log_level */
+    CONFIG_RULE_LISTEN,    /* [host]:port to listen on, port 0 = any */
+    CONFIG_RULE_PUSH_TYPE, /* alert | voip */
 };
 
 struct config_setting {
@@ -92,7 +96,13 @@ extern const size_t config_nsettings;
  * subcommand first). Flags take "--name value" or "--name=value"; a value
  * that itself starts with "--" needs the second form. Returns 0, or -1
  * with one line in err (CONFIG_ERR_MAX bytes) that names the setting by
- * variable and flag and says the rule it broke. */
+ * variable and flag and says the rule it broke.
+ *
+ * APNs authentication takes exactly one of two forms: a provider token
+ * (CALLPUSH_APNS_KEY_FILE, _KEY_ID and _TEAM_ID, all three) or a client
+ * certificate (CALLPUSH_APNS_CERT_FILE and _CERT_KEY_FILE, with an optional
+ * _CERT_PASSWORD_FILE). Both, or neither, is refused; in certificate mode
+ * the three token members are "". */
 int config_load(struct config *cfg, int argc, char **argv, char **envp,
                 char *err);
 

@@ -80,6 +80,8 @@ struct job {
     int decoded;
     struct buf payload;
     const char *apns_topic;
+    /* apns-topic of voip pushes: the bundle id with ".voip" added. */
+    char voip_topic[EVENT_TOPIC_MAX + sizeof(".voip")];
     int sandbox;
 
     struct push pushes[EVENT_MAX_TOKENS];
@@ -105,6 +107,7 @@ struct pipeline {
     size_t njobs;
     struct admin *admin;
     struct gate *gate;
+    int voip;             /* CALLPUSH_PUSH_TYPE=voip */
     int64_t next_summary; /* monotonic ms */
 };
 
@@ -370,7 +373,10 @@ log_push(const struct push *push, const struct apns_result *res)
             if (strcmp(res->reason, "ExpiredProviderToken") == 0) {
                 /* A fresh token refused as expired: the clocks disagree. */
                 log_int(line, "local_clock_s", util_now_ms() / 1000);
-                log_int(line, "jwt_iat", jwt_issued_at(push->job->pl->jwt));
+                log_int(line, "jwt_iat",
+                        push->job->pl->jwt != NULL
+                            ? jwt_issued_at(push->job->pl->jwt)
+                            : 0);
             }
             log_end(line);
         }
@@ -501,7 +507,13 @@ job_push(struct job *job)
     memset(&ap, 0, sizeof(ap));
     ap.collapse_id = ev->call_id;
     ap.topic = job->apns_topic;
-    ap.push_type = "alert";
+    ap.push_type = pl->cfg->push_type;
+    if (pl->voip) {
+        /* APNs takes voip pushes only on the app's ".voip" topic. */
+        snprintf(job->voip_topic, sizeof(job->voip_topic), "%s.voip",
+                 job->apns_topic);
+        ap.topic = job->voip_topic;
+    }
     ap.priority = 10;
     ap.expiration = payload_expiration(ev, &pl->popts);
     ap.sandbox = job->sandbox;
@@ -639,8 +651,9 @@ job_start(struct pipeline *pl, rd_kafka_message_t *m,
     if (gate_event(job, m) < 0) {
         goto out;
     }
-    if (payload_build(&job->payload, &job->ev, &pl->popts, PAYLOAD_ALERT_MAX,
-                      &cut, err) < 0) {
+    if (payload_build(&job->payload, &job->ev, &pl->popts,
+                      pl->voip ? PAYLOAD_VOIP_MAX : PAYLOAD_ALERT_MAX, &cut,
+                      err) < 0) {
         reject(job, "payload", err);
         goto out;
     }
@@ -757,7 +770,9 @@ update_gauges(struct pipeline *pl)
     metrics_set(METRICS_LOOP_HEARTBEAT_MS, now);
     metrics_set(METRICS_INFLIGHT, (int64_t)apns_inflight(pl->apns));
     metrics_set(METRICS_APNS_CONNECTIONS, apns_connections(pl->apns));
-    metrics_set(METRICS_JWT_IAT, jwt_issued_at(pl->jwt));
+    if (pl->jwt != NULL) {
+        metrics_set(METRICS_JWT_IAT, jwt_issued_at(pl->jwt));
+    }
     if (pl->cfg->summary_interval_s > 0 && now >= pl->next_summary) {
         if (pl->next_summary > 0) {
             log_summary(pl);
@@ -897,6 +912,7 @@ pipeline_new(const struct config *cfg, char *err)
     char msg[PIPELINE_ERR_MAX / 2];
 
     pl->cfg = cfg;
+    pl->voip = strcmp(cfg->push_type, "voip") == 0;
     pl->wake[0] = pl->wake[1] = -1;
     pl->popts.invite_title = cfg->invite_title;
     pl->popts.invite_video_title = cfg->invite_video_title;
@@ -909,17 +925,21 @@ pipeline_new(const struct config *cfg, char *err)
     if (make_wake_pipe(pl->wake, err) < 0) {
         goto fail;
     }
-    pl->jwt =
-        jwt_new(cfg->apns_key_file, cfg->apns_key_id, cfg->apns_team_id, msg);
-    if (pl->jwt == NULL) {
-        snprintf(err, PIPELINE_ERR_MAX,
-                 "APNs signing key (CALLPUSH_APNS_KEY_FILE): %s", msg);
-        goto fail;
-    }
-    if (jwt_token(pl->jwt, util_now_ms() / 1000, msg) == NULL) {
-        snprintf(err, PIPELINE_ERR_MAX, "cannot sign a provider token: %s",
-                 msg);
-        goto fail;
+    /* Configuration allows exactly one of the two: with a client
+     * certificate there is no provider token to sign. */
+    if (cfg->apns_cert_file[0] == '\0') {
+        pl->jwt = jwt_new(cfg->apns_key_file, cfg->apns_key_id,
+                          cfg->apns_team_id, msg);
+        if (pl->jwt == NULL) {
+            snprintf(err, PIPELINE_ERR_MAX,
+                     "APNs signing key (CALLPUSH_APNS_KEY_FILE): %s", msg);
+            goto fail;
+        }
+        if (jwt_token(pl->jwt, util_now_ms() / 1000, msg) == NULL) {
+            snprintf(err, PIPELINE_ERR_MAX, "cannot sign a provider token: %s",
+                     msg);
+            goto fail;
+        }
     }
 
     /* An explicit URL replaces both hosts: stand-ins and proxies serve
@@ -933,6 +953,13 @@ pipeline_new(const struct config *cfg, char *err)
     ao.connections = cfg->apns_connections;
     ao.timeout_ms = cfg->apns_timeout_ms;
     ao.jwt = pl->jwt;
+    if (cfg->apns_cert_file[0] != '\0') {
+        ao.cert_file = cfg->apns_cert_file;
+        ao.cert_key_file = cfg->apns_cert_key_file;
+        ao.cert_password_file = cfg->apns_cert_password_file[0] != '\0'
+                                    ? cfg->apns_cert_password_file
+                                    : NULL;
+    }
     ao.wanted = push_wanted;
     go.dedupe_window_ms = cfg->dedupe_window_s * 1000LL;
     go.tombstone_ttl_ms = PIPELINE_TOMBSTONE_TTL_MS;

@@ -13,6 +13,12 @@
  * A request whose stream or connection closes before its (delayed) answer
  * is recorded with status 0.
  *
+ * With --client-ca the stand-in also asks for a TLS client certificate
+ * and verifies it against that CA. A request on a connection whose client
+ * certificate verified needs no provider token, as at APNs; each record
+ * line says the certificate's subject common name in "client_cert" (null
+ * without one).
+ *
  * Two rules are simpler than Apple's: every push type but voip must use
  * the bare bundle id as its topic (Apple wants suffixes such as
  * ".complication" for some types this project never sends), and the
@@ -59,6 +65,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #define SI_ERR_MAX 256
 
@@ -305,6 +312,7 @@ struct si_opts {
     const char *topic;
     const char *record;
     const char *port_file;
+    const char *client_ca; /* NULL: client certificates are not asked for */
     int port;
     int max_streams;
     int delay_ms;
@@ -807,12 +815,46 @@ si_check_duplicates(struct si_stream *st)
     return 0;
 }
 
+/*
+ * Writes the subject common name of the connection's client certificate
+ * into out and returns 1, when the client sent one and it verified against
+ * --client-ca; returns 0 otherwise. A certificate without a common name
+ * shows as "".
+ */
+static int
+si_client_cn(const struct si_conn *c, char *out, size_t outlen)
+{
+    X509 *peer;
+    int n;
+
+    out[0] = '\0';
+    if (c->srv->opts.client_ca == NULL || c->ssl == NULL) {
+        return 0;
+    }
+    peer = SSL_get0_peer_certificate(c->ssl);
+    if (peer == NULL || SSL_get_verify_result(c->ssl) != X509_V_OK) {
+        return 0;
+    }
+    n = X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName,
+                                  out, (int)outlen);
+    if (n < 0) {
+        out[0] = '\0';
+    }
+    return 1;
+}
+
 static int
 si_check_auth(struct si_server *srv, struct si_stream *st)
 {
     const char *auth = si_header_get(st, "authorization", NULL);
     int64_t now_s = si_clock_ms(CLOCK_REALTIME) / 1000;
+    char cn[256];
 
+    /* A connection authenticated by a client certificate needs no
+     * provider token: APNs ignores one sent on it. */
+    if (si_client_cn(st->conn, cn, sizeof(cn))) {
+        return 0;
+    }
     if (auth == NULL || auth[0] == '\0') {
         return si_reject(st, 403, "MissingProviderToken");
     }
@@ -1034,6 +1076,7 @@ static void
 si_record(struct si_server *srv, const struct si_stream *st)
 {
     struct si_str line = {0};
+    char cn[256];
 
     si_str_addf(&line,
                 "{\"ts_ms\":%" PRId64 ",\"conn\":%" PRIu64
@@ -1054,6 +1097,12 @@ si_record(struct si_server *srv, const struct si_stream *st)
         si_str_addf(&line, ",\"jwt_iat\":%" PRId64, st->iat);
     } else {
         si_str_adds(&line, ",\"jwt_iat\":null");
+    }
+    si_str_adds(&line, ",\"client_cert\":");
+    if (si_client_cn(st->conn, cn, sizeof(cn))) {
+        si_str_json(&line, cn, strlen(cn));
+    } else {
+        si_str_adds(&line, "null");
     }
 
     /* The body stays a string so that big integers in it keep every digit;
@@ -1807,6 +1856,27 @@ si_setup_tls(struct si_server *srv, char *err)
         return -1;
     }
     SSL_CTX_set_alpn_select_cb(srv->ctx, si_alpn_select, NULL);
+    if (o->client_ca != NULL) {
+        static const unsigned char sid_ctx[] = "apns-standin";
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->client_ca);
+
+        if (names == NULL ||
+            SSL_CTX_load_verify_locations(srv->ctx, o->client_ca, NULL) != 1) {
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+            snprintf(err, SI_ERR_MAX, "cannot load the client CA %s",
+                     o->client_ca);
+            return -1;
+        }
+        /* Asked for, not required: token clients connect without one. A
+         * certificate that is sent and does not verify fails the
+         * handshake, as it does at APNs. */
+        SSL_CTX_set_client_CA_list(srv->ctx, names);
+        SSL_CTX_set_verify(srv->ctx, SSL_VERIFY_PEER, NULL);
+        /* OpenSSL refuses to resume a session of a verifying server that
+         * has no session id context; clients do resume. */
+        SSL_CTX_set_session_id_context(srv->ctx, sid_ctx,
+                                       (unsigned)sizeof(sid_ctx) - 1);
+    }
     return 0;
 }
 
@@ -2030,7 +2100,8 @@ si_usage(void)
           "         --key-id KEYID --team-id TEAMID --topic BUNDLEID\n"
           "         --record FILE [--port N] [--port-file FILE]\n"
           "         [--max-streams N] [--delay-ms N]\n"
-          "         [--fail TOKEN=STATUS:REASON]... [--keep-reset-limit]\n",
+          "         [--fail TOKEN=STATUS:REASON]... [--keep-reset-limit]\n"
+          "         [--client-ca FILE]\n",
           stderr);
 }
 
@@ -2091,6 +2162,7 @@ enum {
     SI_OPT_DELAY_MS,
     SI_OPT_FAIL,
     SI_OPT_KEEP_RESET_LIMIT,
+    SI_OPT_CLIENT_CA,
 };
 
 static const struct option si_long_opts[] = {
@@ -2107,6 +2179,7 @@ static const struct option si_long_opts[] = {
     {"delay-ms", required_argument, NULL, SI_OPT_DELAY_MS},
     {"fail", required_argument, NULL, SI_OPT_FAIL},
     {"keep-reset-limit", no_argument, NULL, SI_OPT_KEEP_RESET_LIMIT},
+    {"client-ca", required_argument, NULL, SI_OPT_CLIENT_CA},
     {NULL, 0, NULL, 0},
 };
 
@@ -2148,6 +2221,9 @@ si_parse_opt(struct si_opts *o, int opt, const char *arg)
         return si_parse_rule(o, arg);
     case SI_OPT_KEEP_RESET_LIMIT:
         o->keep_reset_limit = 1;
+        return 0;
+    case SI_OPT_CLIENT_CA:
+        o->client_ca = arg;
         return 0;
     default:
         return -1;
