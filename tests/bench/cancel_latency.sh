@@ -37,15 +37,7 @@ wait_assigned worker
 cancels 1000000
 wait_until 30 accepted_ge 100 || true
 
-$PY - "$N" >"$T/invites" <<'PYEOF'
-import json, sys, time
-now = int(time.time() * 1000)
-for i in range(int(sys.argv[1])):
-    d = {"type": "invite", "call_id": "bl-%d" % i, "_j_msgid": 2000000 + i,
-         "device_tokens": ["%064x" % (2000000 + i)], "created_at": now,
-         "ring_timeout_s": 600}
-    print("%s|%s" % (d["call_id"], json.dumps(d)))
-PYEOF
+invite_lines bl 2000000 "$N" >"$T/invites"
 produce_lines call.invite "$T/invites"
 cancels 3000000
 wait_until 120 accepted_ge $((N + 200)) || true

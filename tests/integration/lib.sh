@@ -167,6 +167,22 @@ print(json.dumps(d, ensure_ascii=False, separators=(",", ":")))
 PYEOF
 }
 
+# invite_lines PREFIX FIRST COUNT: COUNT invites as "key|json" lines, with
+# call ids PREFIX-0, PREFIX-1..., msgids from FIRST, one device token each
+# (the msgid in hex), created now and ringing for 600 s.
+invite_lines() {
+    $PY - "$@" <<'PYEOF'
+import json, sys, time
+prefix, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+now = int(time.time() * 1000)
+for i in range(count):
+    d = {"type": "invite", "call_id": "%s-%d" % (prefix, i),
+         "_j_msgid": first + i, "device_tokens": ["%064x" % (first + i)],
+         "created_at": now, "ring_timeout_s": 600}
+    print("%s|%s" % (d["call_id"], json.dumps(d)))
+PYEOF
+}
+
 # produce TOPIC KEY FILE: one Kafka message whose value is FILE's bytes.
 produce() {
     kcat -b "$BROKERS" -P -t "$1" -k "$2" "$3"

@@ -10,15 +10,7 @@ start_apns --delay-ms 50    # with 100 in flight: about 2,000 pushes/s
 start_worker worker --max-inflight 100
 wait_assigned worker || { fail "worker got no partitions"; finish; }
 
-$PY >"$T/invites" <<'PYEOF'
-import json, time
-now = int(time.time() * 1000)
-for i in range(10000):
-    d = {"type": "invite", "call_id": "backlog-%d" % i, "_j_msgid": 100000 + i,
-         "device_tokens": ["%064x" % (100000 + i)], "created_at": now,
-         "ring_timeout_s": 600}
-    print("%s|%s" % (d["call_id"], json.dumps(d)))
-PYEOF
+invite_lines backlog 100000 10000 >"$T/invites"
 produce_lines call.invite "$T/invites"
 wait_until 30 accepted_ge 200 || fail "the backlog did not start draining"
 

@@ -11,15 +11,7 @@ start_apns --max-streams 2 --delay-ms 500
 start_worker worker
 wait_assigned worker || { fail "worker got no partitions"; finish; }
 
-$PY >"$T/invites" <<'PYEOF'
-import json, time
-now = int(time.time() * 1000)
-for i in range(200):
-    d = {"type": "invite", "call_id": "streams-%d" % i, "_j_msgid": 500 + i,
-         "device_tokens": ["%064x" % (500 + i)], "created_at": now,
-         "ring_timeout_s": 600}
-    print("%s|%s" % (d["call_id"], json.dumps(d)))
-PYEOF
+invite_lines streams 500 200 >"$T/invites"
 produce_lines call.invite "$T/invites"
 wait_until 20 accepted_ge 4 || fail "invites not flowing"
 $PY >"$T/cancel" <<'PYEOF'
