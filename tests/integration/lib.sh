@@ -110,19 +110,29 @@ start_apns() {
     APNS_URL="https://127.0.0.1:$(cat "$T/apns.port")"
 }
 
-# The environment a worker runs with against the stand-ins.
-worker_env() {
+# The environment a worker runs with against the stand-ins, less how it
+# authenticates to APNs.
+worker_base_env() {
     echo CALLPUSH_BROKERS="$BROKERS" \
         CALLPUSH_APNS_URL="$APNS_URL" \
         CALLPUSH_APNS_CA_FILE="$T/certs/server.crt" \
         CALLPUSH_APNS_TOPIC="$BUNDLE" \
-        CALLPUSH_APNS_KEY_FILE="$T/certs/AuthKey.p8" \
-        CALLPUSH_APNS_KEY_ID="$KEY_ID" \
-        CALLPUSH_APNS_TEAM_ID="$TEAM_ID" \
         CALLPUSH_KAFKA_SESSION_TIMEOUT_MS=6000 \
         CALLPUSH_KAFKA_HEARTBEAT_INTERVAL_MS=500 \
         CALLPUSH_KAFKA_FETCH_WAIT_MAX_MS=10 \
         CALLPUSH_HTTP_ADDR=127.0.0.1:0
+}
+
+# The provider-token settings (the default way to authenticate).
+worker_token_env() {
+    echo CALLPUSH_APNS_KEY_FILE="$T/certs/AuthKey.p8" \
+        CALLPUSH_APNS_KEY_ID="$KEY_ID" \
+        CALLPUSH_APNS_TEAM_ID="$TEAM_ID"
+}
+
+# The environment a worker runs with against the stand-ins.
+worker_env() {
+    echo $(worker_base_env) $(worker_token_env)
 }
 
 # start_worker NAME [FLAGS...]: runs a worker, its log in $T/NAME.log.

@@ -21,30 +21,12 @@ C=$T/certs
 tok() { printf '%060x%04x' 0 "$1"; }
 TOK_A=$(tok 1) TOK_B=$(tok 2) TOK_D=$(tok 3)
 
-# The settings every case shares; the authentication is each case's own.
-base_env() {
-    echo CALLPUSH_BROKERS="$BROKERS" \
-        CALLPUSH_APNS_URL="$APNS_URL" \
-        CALLPUSH_APNS_CA_FILE="$C/server.crt" \
-        CALLPUSH_APNS_TOPIC="$BUNDLE" \
-        CALLPUSH_KAFKA_SESSION_TIMEOUT_MS=6000 \
-        CALLPUSH_KAFKA_HEARTBEAT_INTERVAL_MS=500 \
-        CALLPUSH_KAFKA_FETCH_WAIT_MAX_MS=10 \
-        CALLPUSH_HTTP_ADDR=127.0.0.1:0
-}
-
-token_env() {
-    echo CALLPUSH_APNS_KEY_FILE="$C/AuthKey.p8" \
-        CALLPUSH_APNS_KEY_ID="$KEY_ID" \
-        CALLPUSH_APNS_TEAM_ID="$TEAM_ID"
-}
-
 # run_worker NAME CASE VAR=VALUE...: a worker of its own group reading
 # inv.CASE and can.CASE, with only the given authentication settings.
 run_worker() {
     local name=$1 case=$2
     shift 2
-    env -i PATH="$PATH" $(base_env) CALLPUSH_GROUP="g-$case" \
+    env -i PATH="$PATH" $(worker_base_env) CALLPUSH_GROUP="g-$case" \
         CALLPUSH_INVITE_TOPIC="inv.$case" CALLPUSH_CANCEL_TOPIC="can.$case" \
         "$@" "$CALLPUSH_BUILD/callpush" >"$T/$name.log" 2>"$T/$name.err" &
     PIDS+=($!)
@@ -136,7 +118,7 @@ expect_refusal() {
     done
     shift
     local rc=0 p bad=""
-    env -i PATH="$PATH" $(base_env) "$@" \
+    env -i PATH="$PATH" $(worker_base_env) "$@" \
         timeout 20 "$CALLPUSH_BUILD/callpush" >"$T/out" 2>"$T/err" || rc=$?
     for p in "${patterns[@]}"; do
         grep -qF -- "$p" "$T/err" || bad="$bad $p"
@@ -151,7 +133,7 @@ expect_refusal() {
 
 expect_refusal "both modes refused, naming both" 2 \
     CALLPUSH_APNS_CERT_FILE CALLPUSH_APNS_KEY_FILE -- \
-    $(token_env) CALLPUSH_APNS_CERT_FILE="$C/client.crt" \
+    $(worker_token_env) CALLPUSH_APNS_CERT_FILE="$C/client.crt" \
     CALLPUSH_APNS_CERT_KEY_FILE="$C/client.key"
 expect_refusal "neither mode refused, naming both" 2 \
     CALLPUSH_APNS_KEY_FILE CALLPUSH_APNS_CERT_FILE --
@@ -164,13 +146,13 @@ expect_refusal "a wrong passphrase refused at start" 1 \
     CALLPUSH_APNS_CERT_KEY_FILE="$C/client-enc.key" \
     CALLPUSH_APNS_CERT_PASSWORD_FILE="$T/wrong.pass"
 expect_refusal "an unknown push type refused" 2 CALLPUSH_PUSH_TYPE -- \
-    $(token_env) CALLPUSH_PUSH_TYPE=background
+    $(worker_token_env) CALLPUSH_PUSH_TYPE=background
 
 # --- (d) voip mode ---------------------------------------------------------
 # An alert body of 2000 bytes (about 670 three-byte characters) plus the
 # extras makes a payload of about 4.5 KB.
 $PY -c 'print("来" * 666 + "end", end="")' >"$T/body"
-run_worker voip d $(token_env) CALLPUSH_PUSH_TYPE=voip
+run_worker voip d $(worker_token_env) CALLPUSH_PUSH_TYPE=voip
 if wait_assigned voip; then
     invite "$TOK_D" 103 "$T/body" >"$T/ev.d"
     produce_lines inv.d "$T/ev.d"
