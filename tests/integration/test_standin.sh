@@ -4,7 +4,12 @@
 # body recorded byte for byte; every rule the stand-in checks is broken once
 # by a request that is otherwise valid, and must get APNs's status and
 # reason. Requests go through nghttp (curl where nghttp cannot do the job),
-# to stand-ins on 127.0.0.1 that this script starts and stops.
+# to stand-ins on 127.0.0.1 that this script starts and stops. The faults a
+# test can ask of the stand-in (--fail COUNT, hold and reset, --goaway-after,
+# --initial-streams, --clock-file, SIGUSR1, --conn-record) are each proved
+# too, partly with a small raw HTTP/2 client (h2raw below) that can do what
+# well-behaved clients never do: open streams over the advertised limit,
+# send after GOAWAY, reset a stream, ping a connection.
 #
 # CALLPUSH_BUILD names the build directory holding apns-standin (default
 # "build"); CALLPUSH_SRC the source tree (default: found from this file).
@@ -91,10 +96,12 @@ start() {
 
 # push PATH BODY HEADER...: sends one request with nghttp and sets status,
 # reason, resp_id (the apns-id answered) and out (nghttp's frame trace).
-# BODY is a file to POST, or "-" to send a GET without a body.
+# BODY is a file to POST, or "-" to send a GET without a body. nghttp gives
+# up after push_timeout.
+push_timeout=20s
 push() {
     local path=$1 body=$2 h
-    local args=(-v -y -t 20s)
+    local args=(-v -y -t "$push_timeout")
 
     shift 2
     if [ "$body" != - ]; then
@@ -160,6 +167,53 @@ max_streams_is() {
         grep -q "MAX_CONCURRENT_STREAMS(0x03):$1\]"
 }
 
+# records_hold FILE EXPR: true if the Python expression holds for rs, the
+# list of every record in FILE (request or connection records); prints the
+# records' gist when it does not.
+records_hold() {
+    "$py" - "$1" "$2" <<'EOF'
+import json
+import sys
+
+with open(sys.argv[1], encoding="utf-8") as fh:
+    rs = [json.loads(line) for line in fh]
+if eval("(" + sys.argv[2] + ")"):
+    sys.exit(0)
+for r in rs:
+    print("   ", {k: v for k, v in r.items() if k not in ("headers", "body")},
+          file=sys.stderr)
+sys.exit(1)
+EOF
+}
+
+# records_value FILE EXPR: prints the Python expression's value, with rs as
+# in records_hold.
+records_value() {
+    "$py" - "$1" "$2" <<'EOF'
+import json
+import sys
+
+with open(sys.argv[1], encoding="utf-8") as fh:
+    rs = [json.loads(line) for line in fh]
+print(eval("(" + sys.argv[2] + ")"))
+EOF
+}
+
+# wait_for SECS COMMAND...: retries the command every 0.1 s until it
+# succeeds; after SECS seconds it runs it once more and returns its status.
+wait_for() {
+    local end=$((SECONDS + $1))
+
+    shift
+    until "$@" 2>/dev/null; do
+        if [ "$SECONDS" -ge "$end" ]; then
+            "$@"
+            return
+        fi
+        sleep 0.1
+    done
+}
+
 b64url() {
     base64 -w 0 | tr '+/' '-_' | tr -d '='
 }
@@ -167,6 +221,165 @@ b64url() {
 jwt() {
     "$py" "$src/tests/tools/jwt_for_test.py" "$@"
 }
+
+# h2raw PORT COMMAND...: one HTTP/2 connection driven frame by frame; prints
+# each frame received as a line ("settings max_streams=N", "headers ID end",
+# "rst ID code=N", "goaway last=ID code=N", "ping-ack", ...), "timeout" or
+# "eof" when a read ends so, and "done". It answers SETTINGS with an ACK as
+# soon as it reads them, and nothing else on its own. Commands:
+#   req:ID:TOKEN[:JWT]   a valid push on stream ID (JWT: $H2RAW_JWT)
+#   open:ID:TOKEN[:JWT]  its HEADERS only; data:ID sends the body later
+#   rst:ID  ping  sleep:SECS  waitfile:PATH (until it exists)
+#   wait:PREFIX:SECS     read until a frame line starts with PREFIX
+#   read:SECS            read for SECS or until the connection ends
+h2raw() {
+    H2RAW_TOPIC=$topic "$py" "$tmp/h2raw.py" "$@"
+}
+
+cat >"$tmp/h2raw.py" <<'EOF'
+import os
+import socket
+import ssl
+import struct
+import sys
+import time
+
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["h2"])
+sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1",
+                                                 int(sys.argv[1]))))
+inbuf = b""
+
+
+def say(text):
+    print(text, flush=True)
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return (struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) +
+            struct.pack(">I", sid) + payload)
+
+
+def hpack_len(n):
+    """An HPACK string length: 7-bit prefix, no Huffman coding."""
+    if n < 127:
+        return bytes([n])
+    out, n = [127], n - 127
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    return bytes(out + [n])
+
+
+def headers(sid, token, jwt, end):
+    fields = [(":method", "POST"), (":scheme", "https"),
+              (":authority", "127.0.0.1"), (":path", "/3/device/" + token),
+              ("authorization", "bearer " + jwt),
+              ("apns-topic", os.environ["H2RAW_TOPIC"]),
+              ("apns-push-type", "alert")]
+    block = b"".join(b"\0" + hpack_len(len(n)) + n.encode() +
+                     hpack_len(len(v)) + v.encode() for n, v in fields)
+    return frame(1, 0x4 | (0x1 if end else 0), sid, block)
+
+
+def body(sid):
+    return frame(0, 0x1, sid, b'{"aps":{}}')
+
+
+def describe(ftype, flags, sid, p):
+    num = int.from_bytes
+    if ftype == 0:
+        return "data %d%s" % (sid, " end" if flags & 1 else "")
+    if ftype == 1:
+        return "headers %d%s" % (sid, " end" if flags & 1 else "")
+    if ftype == 3:
+        return "rst %d code=%d" % (sid, num(p, "big"))
+    if ftype == 4:
+        if flags & 1:
+            return "settings-ack"
+        vals = {num(p[i:i + 2], "big"): num(p[i + 2:i + 6], "big")
+                for i in range(0, len(p), 6)}
+        return "settings max_streams=%s" % vals.get(3, "-")
+    if ftype == 6:
+        return "ping-ack" if flags & 1 else "ping"
+    if ftype == 7:
+        return "goaway last=%d code=%d" % (num(p[:4], "big") & 0x7fffffff,
+                                           num(p[4:8], "big"))
+    if ftype == 8:
+        return "window-update %d" % sid
+    return "frame type=%d %d" % (ftype, sid)
+
+
+def next_frame(deadline):
+    """The next frame as a line of text, or "timeout" or "eof"."""
+    global inbuf
+    while True:
+        if len(inbuf) >= 9:
+            n = int.from_bytes(inbuf[:3], "big")
+            if len(inbuf) >= 9 + n:
+                ftype, flags = inbuf[3], inbuf[4]
+                sid = int.from_bytes(inbuf[5:9], "big") & 0x7fffffff
+                payload, inbuf = inbuf[9:9 + n], inbuf[9 + n:]
+                if ftype == 4 and not flags & 1:
+                    sock.sendall(frame(4, 1, 0))
+                return describe(ftype, flags, sid, payload)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return "timeout"
+        sock.settimeout(left)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            return "timeout"
+        except (OSError, ssl.SSLError):
+            return "eof"
+        if not data:
+            return "eof"
+        inbuf += data
+
+
+def read_until(prefix, secs):
+    deadline = time.monotonic() + secs
+    while True:
+        line = next_frame(deadline)
+        say(line)
+        if line in ("timeout", "eof") or (prefix and line.startswith(prefix)):
+            return
+
+
+sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0))
+for cmd in sys.argv[2:]:
+    op, _, arg = cmd.partition(":")
+    args = arg.split(":")
+    if op in ("req", "open"):
+        jwt = args[2] if len(args) > 2 else os.environ["H2RAW_JWT"]
+        out = headers(int(args[0]), args[1], jwt, False)
+        if op == "req":
+            out += body(int(args[0]))
+        sock.sendall(out)
+    elif op == "data":
+        sock.sendall(body(int(args[0])))
+    elif op == "rst":
+        sock.sendall(frame(3, 0, int(args[0]), struct.pack(">I", 8)))
+    elif op == "ping":
+        sock.sendall(frame(6, 0, 0, b"12345678"))
+    elif op == "wait":
+        read_until(args[0], float(args[1]))
+    elif op == "read":
+        read_until(None, float(args[0]))
+    elif op == "waitfile":
+        for _ in range(400):
+            if os.path.exists(arg):
+                break
+            time.sleep(0.05)
+    elif op == "sleep":
+        time.sleep(float(arg))
+    else:
+        sys.exit("h2raw: unknown command " + cmd)
+say("done")
+EOF
 
 # ---- setup ------------------------------------------------------------------
 
@@ -181,6 +394,7 @@ now=$(date +%s)
 p8=$tmp/certs/AuthKey.p8
 good_jwt=$(jwt "$p8" "$key_id" "$team_id" "$now")
 auth="authorization: bearer $good_jwt"
+export H2RAW_JWT=$good_jwt
 token=$(printf '0123456789abcdef%.0s' 1 2 3 4)
 fail_token=$(printf 'fedcba9876543210%.0s' 1 2 3 4)
 dev=/3/device/$token
@@ -479,11 +693,256 @@ check "delayed answers all arrive" \
 check "delayed answers are recorded" \
     [ "$(grep -c '"status":200' "$tmp/slow.jsonl")" = 5 ]
 
+# ---- a fourth stand-in: --fail COUNT, hold, reset, --clock-file, JWT -------
+
+count_token=$(printf 'c0ffee0123456789%.0s' 1 2 3 4)
+chain_token=$(printf 'ca11ab1e01234567%.0s' 1 2 3 4)
+hold_token=$(printf 'b01db01d01234567%.0s' 1 2 3 4)
+reset_token=$(printf 'ae5e7ae501234567%.0s' 1 2 3 4)
+start faults --conn-record "$tmp/faults.conns" --clock-file "$tmp/clock" \
+    --fail "$count_token=503:ServiceUnavailable:2" \
+    --fail "$chain_token=hold:1" --fail "$chain_token=429:TooManyRequests:1" \
+    --fail "$hold_token=hold" --fail "$reset_token=reset" \
+    --fail "$fail_token=410:Unregistered"
+frec=$tmp/faults.jsonl
+fconns=$tmp/faults.conns
+
+push "/3/device/$count_token" "$tmp/body.json" "$auth" "apns-push-type: alert"
+expect "a counted --fail token is validated first" 400 MissingTopic
+push "/3/device/$count_token" "$tmp/body.json" "${std[@]}"
+expect "STATUS:REASON:COUNT answers the first valid request" \
+    503 ServiceUnavailable
+push "/3/device/$count_token" "$tmp/body.json" "${std[@]}"
+expect "... and the second, on another connection" 503 ServiceUnavailable
+push "/3/device/$count_token" "$tmp/body.json" "${std[@]}"
+expect "... and then the token is checked normally" 200 ""
+check "the count runs over all connections" \
+    records_hold "$frec" "len({r['conn'] for r in rs
+        if r['token'] == '$count_token'}) == 4"
+
+push_timeout=1s push "/3/device/$chain_token" "$tmp/body.json" "${std[@]}"
+check "hold leaves a request unanswered" [ -z "$status" ]
+check "the held request is recorded, status 0, when its client gives up" \
+    wait_for 5 records_hold "$frec" "[(r['status'], r['held'], r['reset'],
+        r['refused']) for r in rs if r['token'] == '$chain_token'] ==
+        [(0, True, False, False)]"
+check "the held request's connection was closed by the client" \
+    wait_for 5 records_hold "$fconns" "rs[-1]['closed_by'] == 'client' and
+        rs[-1]['requests'] == 1"
+push "/3/device/$chain_token" "$tmp/body.json" "${std[@]}"
+expect "rules for one token apply in order: hold:1, then 429:...:1" \
+    429 TooManyRequests
+push "/3/device/$chain_token" "$tmp/body.json" "${std[@]}"
+expect "... and then the token is checked normally" 200 ""
+
+out=$(h2raw "$port" "req:1:$hold_token" read:0.5 rst:1 "req:3:$hold_token" \
+    read:0.5 "req:5:$token" "wait:headers 5:5")
+check "a held stream stays open, unanswered, until the client resets it" \
+    [ "$(grep -c '^headers [13]' <<<"$out")" = 0 ]
+check "other streams on its connection are answered" \
+    grep -qx 'headers 5 end' <<<"$out"
+hold_conn=$(records_value "$frec" "[r['conn'] for r in rs
+    if r['token'] == '$hold_token'][0]")
+check "the held streams are recorded, the reset one at once" \
+    wait_for 5 records_hold "$frec" "[(r['stream'], r['status'], r['held'])
+        for r in rs if r['conn'] == $hold_conn] == [(1, 0, True),
+        (5, 200, False), (3, 0, True)]"
+check "the connection record counts the client's RST_STREAM" \
+    wait_for 5 records_hold "$fconns" "[(r['rst_stream_received'],
+        r['requests'], r['closed_by']) for r in rs
+        if r['conn'] == $hold_conn] == [(1, 3, 'client')]"
+
+push "/3/device/$reset_token" "$tmp/body.json" "${std[@]}"
+check "reset answers with RST_STREAM INTERNAL_ERROR, no status" \
+    [ -z "$status" ] && grep -A1 "recv RST_STREAM frame" <<<"$out" |
+    grep -q "error_code=INTERNAL_ERROR(0x02)"
+check "the reset request is recorded, status 0" \
+    records_hold "$frec" "[(r['status'], r['held'], r['reset'],
+        r['refused']) for r in rs if r['token'] == '$reset_token'] ==
+        [(0, False, True, False)]"
+
+# --clock-file moves the stand-in's clock: JWT ages and 410 timestamps.
+echo 7200 >"$tmp/clock"
+push "/3/device/$fail_token" "$tmp/body.json" "$auth" \
+    "apns-topic: $topic" "apns-push-type: alert"
+expect "two hours on, the test's token has expired" 403 ExpiredProviderToken
+push "/3/device/$fail_token" "$tmp/body.json" \
+    "authorization: bearer $(jwt "$p8" "$key_id" "$team_id" $((now + 7200)))" \
+    "apns-topic: $topic" "apns-push-type: alert"
+expect "a token minted two hours on is good" 410 Unregistered
+stamp=$(grep -o '"timestamp":[0-9]*' <<<"$out" | cut -d: -f2)
+check "the 410 timestamp is two hours on too" \
+    [ "${stamp:-0}" -ge $(((now + 7200) * 1000)) ] && \
+    [ "${stamp:-0}" -le $((($(date +%s) + 7201) * 1000)) ]
+echo 3500 >"$tmp/clock"
+push "$dev" "$tmp/body.json" "${std[@]}"
+expect "58 minutes on, the test's token is still good" 200 ""
+echo 7200 >"$tmp/clock"
+push "$dev" "$tmp/body.json" "${std[@]}"
+expect "a clock file rewritten at once, same length, is read again" \
+    403 ExpiredProviderToken
+: >"$tmp/clock"
+push "$dev" "$tmp/body.json" "${std[@]}"
+expect "an empty clock file means the real time" 200 ""
+echo 7200 >"$tmp/clock"
+rm "$tmp/clock"
+push "$dev" "$tmp/body.json" "${std[@]}"
+expect "so does a missing one" 200 ""
+
+# One connection, four provider tokens: A, B 18 minutes after A, C 21 minutes
+# after A, then A again.
+jwt_a=$(jwt "$p8" "$key_id" "$team_id" $((now - 1260)))
+jwt_b=$(jwt "$p8" "$key_id" "$team_id" $((now - 180)))
+out=$(h2raw "$port" "req:1:$token:$jwt_a" "wait:headers 1:5" \
+    "req:3:$token:$jwt_b" "wait:headers 3:5" \
+    "req:5:$token:$good_jwt" "wait:headers 5:5" \
+    "req:7:$token:$jwt_a" "wait:headers 7:5" \
+    "req:9:$token:$good_jwt" "wait:headers 9:5")
+jwt_conn=$(records_value "$frec" "rs[-1]['conn']")
+check "a new token under 20 minutes after the last is refused, one over it \
+not; the connection keeps the token it accepted" \
+    records_hold "$frec" "[(r['stream'], r['status'], r['reason']) for r in rs
+        if r['conn'] == $jwt_conn] == [(1, 200, None),
+        (3, 429, 'TooManyProviderTokenUpdates'), (5, 200, None),
+        (7, 429, 'TooManyProviderTokenUpdates'), (9, 200, None)]"
+out=$(h2raw "$port" "req:1:$token:$jwt_b" "wait:headers 1:5")
+check "a new connection may start with any valid token" \
+    records_hold "$frec" "rs[-1]['conn'] != $jwt_conn and
+        rs[-1]['status'] == 200"
+
+# ---- a fifth stand-in: --goaway-after ---------------------------------------
+
+start goaway --goaway-after 2 --delay-ms 300 --conn-record "$tmp/goaway.conns"
+grec=$tmp/goaway.jsonl
+
+# Stream 5 opens before request 2 (stream 3) completes, so it has begun when
+# GOAWAY goes out; stream 7 opens after the client has the GOAWAY.
+out=$(h2raw "$port" "open:1:$token" "open:3:$token" "open:5:$fail_token" \
+    data:1 data:3 wait:goaway:5 "req:7:$token" read:5)
+check "GOAWAY NO_ERROR names the second complete request's stream" \
+    grep -qx 'goaway last=3 code=0' <<<"$out"
+check "the streams up to it are answered, then the connection closed" \
+    [ "$(grep -E '^(headers|eof)' <<<"$out" | tr '\n' ' ')" = \
+    "headers 1 end headers 3 end eof " ]
+check "streams above it are recorded as refused, status 0" \
+    records_hold "$grec" "sorted((r['stream'], r['status'], r['refused'])
+        for r in rs) == [(1, 200, False), (3, 200, False), (5, 0, True),
+        (7, 0, True)]"
+check "a refused stream that had begun is recorded with its request" \
+    records_hold "$grec" "[r['token'] for r in rs if r['stream'] == 5] ==
+        ['$fail_token']"
+check "one the stand-in never read shows its stream id only" \
+    records_hold "$grec" "[(r['token'], r['headers']) for r in rs
+        if r['stream'] == 7] == [('', {})]"
+check "the connection record says GOAWAY and who closed it" \
+    wait_for 5 records_hold "$tmp/goaway.conns" "[(r['goaway_sent'],
+        r['requests'], r['closed_by'], r['max_open_streams']) for r in rs] ==
+        [(1, 4, 'server', 3)]"
+
+# nghttp fetches a URI once however often it is named: three tokens.
+out=$(nghttp -v -y -t 20s -d "$tmp/body.json" -H "$auth" \
+    -H "apns-topic: $topic" -H "apns-push-type: alert" \
+    "https://127.0.0.1:$port$dev" \
+    "https://127.0.0.1:$port/3/device/$fail_token" \
+    "https://127.0.0.1:$port/3/device/$count_token" 2>&1) || true
+check "a new connection counts from 0 again: nghttp gets two answers" \
+    [ "$(grep -c ":status: 200" <<<"$out")" = 2 ] && \
+    grep -A1 "recv GOAWAY frame" <<<"$out" | grep -q "error_code=NO_ERROR"
+check "... and the third of its requests is refused" \
+    records_hold "$grec" "sorted(r['status'] for r in rs if r['conn'] == 2)
+        == [0, 200, 200]"
+
+# ---- a sixth stand-in: --initial-streams ------------------------------------
+
+start limits --initial-streams 1 --max-streams 50 --delay-ms 300 \
+    --conn-record "$tmp/limits.conns"
+lrec=$tmp/limits.jsonl
+lconns=$tmp/limits.conns
+
+push "$dev" "$tmp/body.json" "${std[@]}"
+expect "a push on a connection limited to one stream is accepted" 200 ""
+check "its connection starts with SETTINGS_MAX_CONCURRENT_STREAMS 1" \
+    [ "$(grep -m1 -A3 "recv SETTINGS frame <length=[1-9]" <<<"$out" |
+        grep -o 'MAX_CONCURRENT_STREAMS(0x03):[0-9]*')" = \
+        "MAX_CONCURRENT_STREAMS(0x03):1" ]
+check "after the 200 the stand-in advertises --max-streams" \
+    grep -q 'MAX_CONCURRENT_STREAMS(0x03):50\]' <<<"$out"
+check "the record has the streams open and the limit" \
+    records_hold "$lrec" "[(r['open_streams'], r['stream_limit'])
+        for r in rs] == [(1, 1)]"
+
+out=$(h2raw "$port" wait:settings:5 "req:1:$token" "wait:headers 1:5" \
+    "req:3:$token" "req:5:$token" "req:7:$token" "wait:headers 7:5")
+check "a client that waits for the raise sees it" \
+    grep -qx 'settings max_streams=50' <<<"$out"
+check "its records count the streams open as each began" \
+    records_hold "$lrec" "[(r['stream'], r['open_streams'], r['stream_limit'])
+        for r in rs if r['conn'] == 2] == [(1, 1, 1), (3, 1, 50), (5, 2, 50),
+        (7, 3, 50)]"
+check "and its connection has no limit violation" \
+    wait_for 5 records_hold "$lconns" "[(r['limit_violations'],
+        r['max_open_streams']) for r in rs if r['conn'] == 2] == [(0, 3)]"
+
+# Before the client acknowledges the SETTINGS, nghttp2 refuses a stream over
+# the limit itself (RST_STREAM REFUSED_STREAM); after, it ends the connection
+# (GOAWAY PROTOCOL_ERROR). Either way the stand-in never sees the request,
+# and must notice it all the same.
+out=$(h2raw "$port" "open:1:$token" "req:3:$token" "wait:rst 3:5")
+check "a second stream before the SETTINGS ACK is refused" \
+    grep -qx 'rst 3 code=7' <<<"$out"
+out=$(h2raw "$port" wait:settings:5 "open:1:$token" "req:3:$token" \
+    wait:eof:5)
+check "a second stream after it costs the connection" \
+    grep -qx 'goaway last=1 code=1' <<<"$out"
+check "both are counted as violations" \
+    wait_for 5 records_hold "$lconns" "[(r['conn'], r['limit_violations'],
+        r['max_open_streams'], r['goaway_sent'], r['closed_by']) for r in rs
+        if r['conn'] > 2] == [(3, 1, 2, 0, 'client'), (4, 1, 2, 1, 'server')]"
+check "and logged" \
+    [ "$(grep -c ': 2 streams open, over the 1 advertised' \
+        "$tmp/limits.log")" = 2 ]
+
+# h2load -m 4 may send its four requests before our SETTINGS arrive, or
+# after; whichever it did, every request nghttp2 refused must show as a
+# violation on the stand-in's side.
+out=$(h2load -n 4 -c 1 -m 4 -d "$tmp/body.json" -H "$auth" \
+    -H "apns-topic: $topic" -H "apns-push-type: alert" \
+    "https://127.0.0.1:$port$dev" 2>&1) || true
+errored=$(sed -n 's/^requests: .* \([0-9]*\) errored.*/\1/p' <<<"$out")
+check "the stand-in counts exactly the streams h2load had refused" \
+    wait_for 5 records_hold "$lconns" "[r['limit_violations'] for r in rs
+        if r['conn'] == 5] == [${errored:-999}]"
+
+# ---- a seventh stand-in: SIGUSR1 --------------------------------------------
+
+start quiet --conn-record "$tmp/quiet.conns"
+h2raw "$port" ping wait:ping-ack:5 "req:1:$token" "wait:headers 1:5" \
+    "waitfile:$tmp/quiet.go" ping "req:3:$token" read:1.5 \
+    >"$tmp/quiet.out" 2>&1 &
+pids+=($!)
+raw_pid=$!
+wait_for 10 grep -qx 'headers 1 end' "$tmp/quiet.out" || true
+kill -USR1 "${pid_of[quiet]}"
+wait_for 5 grep -q "conn 1 silenced" "$tmp/quiet.log" || true
+touch "$tmp/quiet.go"
+wait "$raw_pid" || true
+out=$(cat "$tmp/quiet.out")
+check "before SIGUSR1 a connection acks PING and answers" \
+    [ "$(grep -E '^(ping-ack|headers)' <<<"$out" | tr '\n' ' ')" = \
+    "ping-ack headers 1 end " ]
+check "after it, neither: the connection stays open, silent" \
+    [ "$(sed -n '/^headers 1 end/,$p' <<<"$out" | tr '\n' ' ')" = \
+    "headers 1 end timeout done " ]
+check "one line is logged per silenced connection" \
+    [ "$(grep -c silenced "$tmp/quiet.log")" = 1 ]
+push "$dev" "$tmp/body.json" "${std[@]}"
+expect "a connection made after SIGUSR1 is answered" 200 ""
+
 # ---- shutdown ---------------------------------------------------------------
 
 # A stand-in built with sanitizers exits non-zero on a leak or error found
 # at exit, so each one's exit status is checked, not just the main one's.
-for name in main resets slow; do
+for name in main resets slow faults goaway limits quiet; do
     rc=0
     kill -TERM "${pid_of[$name]}"
     wait "${pid_of[$name]}" || rc=$?
@@ -497,6 +956,11 @@ for name in main resets slow; do
         [ "$(grep -c "opened from" "$tmp/$name.log")" = \
         "$(grep -c "closed (" "$tmp/$name.log")" ]
 done
+
+check "a connection still open at exit is recorded, silenced" \
+    records_hold "$tmp/quiet.conns" "[(r['conn'], r['silenced'], r['closed_by'],
+        r['requests'], r['pings_received']) for r in rs] == [(2, 0, 'client', 1,
+        0), (1, 1, 'exit', 1, 1)]"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

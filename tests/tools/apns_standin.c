@@ -6,12 +6,55 @@
  * token, duplicate headers, the ES256 provider token, topic, push type,
  * priority, apns-id, expiration, collapse id and payload. The first failed
  * check answers, with APNs's status and reason; a request that passes gets
- * 200 with no body, or the answer a --fail rule names for its token.
+ * 200 with no body, or what a --fail rule names for its token. A 410
+ * answer carries "timestamp" (milliseconds) in its body, as APNs's does.
+ *
+ * Provider tokens follow APNs's clock rules: an iat over an hour old is
+ * 403 ExpiredProviderToken, one more than a minute ahead is invalid. A
+ * connection remembers the last token it accepted; a different token on
+ * it whose iat is less than 20 minutes after that one's is 429
+ * TooManyProviderTokenUpdates. A new connection may start with any valid
+ * token. "Now" for these checks and for the 410 timestamp is the real
+ * time plus the whole seconds written in --clock-file (re-read when the
+ * file changes; missing or empty means 0), so a test can move an hour on.
  *
  * Every complete request, accepted or not, is appended to the --record
  * file as one JSON line, so tests can see exactly what the client sent.
  * A request whose stream or connection closes before its (delayed) answer
- * is recorded with status 0.
+ * is recorded with status 0. Each line also says how many streams were
+ * open on the connection when the request's headers began, itself
+ * included ("open_streams"), the stream limit advertised at that moment
+ * ("stream_limit"), and whether the request was held, reset or refused.
+ *
+ * Faults a test can ask for:
+ *  - --fail TOKEN=STATUS:REASON[:COUNT] answers a valid request for TOKEN
+ *    with that status and reason; TOKEN=hold[:COUNT] reads it and never
+ *    answers (the stream stays open until the client resets it or the
+ *    connection goes; recorded then, status 0, "held"); TOKEN=reset[:COUNT]
+ *    reads it and sends RST_STREAM INTERNAL_ERROR (status 0, "reset").
+ *    With COUNT only the next COUNT valid requests for TOKEN, counted over
+ *    all connections, get it; rules for one token apply in the order
+ *    given, a rule without COUNT for good. Invalid requests get their
+ *    check's answer first and use up nothing.
+ *  - --goaway-after N: right after the Nth complete request on a
+ *    connection, GOAWAY NO_ERROR with that request's stream id as the last
+ *    one. Streams above it are refused unanswered (recorded, status 0,
+ *    "refused", if their HEADERS arrived at all); when every stream up to
+ *    it is answered, the stand-in closes the connection.
+ *  - --initial-streams K: each connection starts with
+ *    SETTINGS_MAX_CONCURRENT_STREAMS K and gets --max-streams once a
+ *    request on it is answered 200, as APNs does with token auth. A client
+ *    that opens more streams than advertised is counted and logged
+ *    whatever nghttp2 then does with the stream (it refuses it before our
+ *    SETTINGS are acknowledged, and ends the connection with GOAWAY
+ *    PROTOCOL_ERROR after).
+ *  - SIGUSR1 silences every connection open at that moment: it is never
+ *    read or written again (no answers, no PING acks) nor closed until
+ *    the stand-in exits. Later connections behave normally.
+ * With --conn-record each connection appends one JSON line there when it
+ * closes (or when the stand-in exits): its requests, RST_STREAM and PING
+ * frames received, whether GOAWAY was sent, the most streams open at once,
+ * the limit violations, whether it was silenced, and who closed it.
  *
  * With --client-ca the stand-in also asks for a TLS client certificate
  * and verifies it against that CA. A request on a connection whose client
@@ -25,9 +68,14 @@
  * payload must be a JSON object with an "aps" object (Apple documents only
  * the size limit). Both err on the side of refusing.
  *
- * One thread, one epoll loop, non-blocking sockets. Delayed answers wait
- * in a FIFO queue ordered by due time (the delay is the same for every
- * request), which sets the epoll timeout.
+ * One thread, one epoll loop, non-blocking sockets. Delayed answers (and
+ * resets) wait in a FIFO queue ordered by due time (the delay is the same
+ * for every request), which sets the epoll timeout. A connection closed
+ * while its TLS session still works gets close_notify and a FIN, and the
+ * stand-in drains what the client still sends for up to two seconds
+ * before closing the socket: closing with unread input would reset the
+ * connection and could destroy the last answers before the client read
+ * them.
  *
  * The program is one file on purpose: the build links it against
  * libnghttp2, cJSON and OpenSSL only, so it carries its own small
@@ -52,6 +100,7 @@
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -82,12 +131,15 @@
 #define SI_COLLAPSE_MAX 64
 #define SI_JWT_MAX_AGE_S 3600
 #define SI_JWT_MAX_SKEW_S 60
+#define SI_JWT_MIN_UPDATE_S 1200
 
 #define SI_DEVICE_PREFIX "/3/device/"
 #define SI_UUID_LEN 36
 #define SI_OUT_HIGH (64 * 1024)
 #define SI_READ_CHUNK (16 * 1024)
 #define SI_MAX_EVENTS 64
+#define SI_LINGER_MS 2000
+#define SI_CLOCK_FILE_MAX 64
 
 /*
  * Without --keep-reset-limit the stream reset limiter gets a bucket no
@@ -296,11 +348,17 @@ si_clock_ms(clockid_t id)
 
 /* ---- state --------------------------------------------------------------- */
 
+/* What a --fail rule does to a valid request for its token. */
+enum si_action { SI_ACT_ANSWER, SI_ACT_HOLD, SI_ACT_RESET };
+
 struct si_rule {
     char *token;
-    int status;
-    char *reason;
-    struct si_rule *next;
+    enum si_action action;
+    int status;           /* SI_ACT_ANSWER only */
+    char *reason;         /* SI_ACT_ANSWER only */
+    unsigned long count;  /* 0: every request */
+    unsigned long used;   /* requests it answered, over all connections */
+    struct si_rule *next; /* in command-line order */
 };
 
 struct si_opts {
@@ -312,9 +370,13 @@ struct si_opts {
     const char *topic;
     const char *record;
     const char *port_file;
-    const char *client_ca; /* NULL: client certificates are not asked for */
+    const char *client_ca;   /* NULL: client certificates are not asked for */
+    const char *clock_file;  /* NULL: the real time */
+    const char *conn_record; /* NULL: no connection records */
     int port;
     int max_streams;
+    int initial_streams; /* 0: start with max_streams */
+    int goaway_after;    /* 0: never */
     int delay_ms;
     int keep_reset_limit;
     struct si_rule *rules;
@@ -338,12 +400,20 @@ struct si_stream {
     struct si_str body;
     int body_overflow;
 
+    unsigned long open_streams; /* on the connection as it began */
+    uint32_t stream_limit;      /* advertised as it began */
+
     int complete;
     int answered;
+    enum si_action action;
+    int held;
+    int reset;
+    int refused; /* above a GOAWAY's last-stream-id */
     int status;
     const char *reason; /* static, or owned by a --fail rule */
     const char *token;  /* points into the :path header, or "" */
     char apns_id[SI_UUID_LEN + 1];
+    int64_t now_ms; /* the stand-in's clock when it was judged */
     int has_iat;
     int64_t iat;
     struct si_str resp;
@@ -355,7 +425,10 @@ struct si_stream {
     struct si_stream *qprev, *qnext; /* the answer queue */
 };
 
-enum si_conn_state { SI_CONN_HANDSHAKE, SI_CONN_H2 };
+/* SI_CONN_LINGER: closed as far as HTTP/2 goes, still draining input. */
+enum si_conn_state { SI_CONN_HANDSHAKE, SI_CONN_H2, SI_CONN_LINGER };
+
+enum si_closer { SI_BY_SERVER, SI_BY_CLIENT, SI_BY_EXIT };
 
 struct si_server;
 
@@ -373,11 +446,49 @@ struct si_conn {
     int dirty;
     struct si_str out;
     size_t out_off;
-    unsigned long requests;
+    unsigned long requests; /* complete and not refused */
     char peer[64];
     char why[SI_ERR_MAX];
+    enum si_closer closed_by;
+    int64_t linger_until_ms;
+    int silenced;
+
+    /* The provider token last accepted here, for the update rule. */
+    char *jwt;
+    int64_t jwt_iat;
+
+    /* Streams and their limit, as the client opens them. */
+    unsigned long open_streams;
+    unsigned long max_open_streams;
+    unsigned long limit_violations;
+    uint32_t stream_limit; /* the last value sent */
+    int limit_raised;
+    int32_t last_new_id;
+    int32_t begin_id; /* the stream whose HEADERS just began, or 0 */
+    unsigned long begin_open;
+    uint32_t begin_limit;
+    int32_t refused_id; /* begun above goaway_id, not yet seen opening */
+
+    int goaway_sent;
+    int goaway_received;
+    int32_t goaway_id; /* --goaway-after's last-stream-id, or 0 */
+
+    unsigned long records;
+    unsigned long rst_received;
+    unsigned long pings_received;
+
     struct si_stream *streams;
     struct si_conn *prev, *next;
+};
+
+/* What --clock-file held when last read, and the file it was read from. */
+struct si_clock {
+    int valid;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    int64_t offset_s;
 };
 
 struct si_server {
@@ -387,6 +498,8 @@ struct si_server {
     nghttp2_session_callbacks *cbs;
     nghttp2_option *h2opt;
     FILE *record;
+    FILE *conn_record;
+    struct si_clock clock;
     int lfd;
     int epfd;
     int sfd;
@@ -397,6 +510,121 @@ struct si_server {
     char *jwt_good; /* the last provider token that verified */
     int64_t jwt_good_iat;
 };
+
+/* ---- the stand-in's clock ---------------------------------------------- */
+
+/* A century either way keeps every sum in milliseconds far from overflow. */
+#define SI_CLOCK_OFFSET_MAX (INT64_C(100) * 366 * 24 * 3600)
+
+static int
+si_is_blank(int c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* The text of --clock-file: one integer with blanks around it, or blanks
+ * only (which mean 0). */
+static int
+si_parse_offset(const char *text, int64_t *out)
+{
+    char *end;
+    long long v;
+
+    while (si_is_blank((unsigned char)*text)) {
+        text++;
+    }
+    if (*text == '\0') {
+        *out = 0;
+        return 0;
+    }
+    errno = 0;
+    v = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || v > SI_CLOCK_OFFSET_MAX ||
+        v < -SI_CLOCK_OFFSET_MAX) {
+        return -1;
+    }
+    while (si_is_blank((unsigned char)*end)) {
+        end++;
+    }
+    if (*end != '\0') {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int
+si_clock_same_file(const struct si_clock *ck, const struct stat *sb)
+{
+    return ck->valid && ck->dev == sb->st_dev && ck->ino == sb->st_ino &&
+           ck->size == sb->st_size && ck->mtime.tv_sec == sb->st_mtim.tv_sec &&
+           ck->mtime.tv_nsec == sb->st_mtim.tv_nsec;
+}
+
+/*
+ * The seconds --clock-file adds to the real time. While the file stays
+ * the same a stat is all a request costs. A file changed in the last two
+ * seconds is read again regardless: file times move in coarse steps, and
+ * a quick rewrite of the same length would otherwise go unseen.
+ */
+static int64_t
+si_clock_offset_s(struct si_server *srv)
+{
+    const char *path = srv->opts.clock_file;
+    struct si_clock *ck = &srv->clock;
+    char text[SI_CLOCK_FILE_MAX + 1];
+    struct stat sb;
+    int64_t offset;
+    size_t n;
+    FILE *f;
+
+    if (path == NULL) {
+        return 0;
+    }
+    if (stat(path, &sb) != 0) {
+        ck->valid = 0;
+        ck->offset_s = 0;
+        return 0;
+    }
+    if (si_clock_same_file(ck, &sb) && time(NULL) - sb.st_mtim.tv_sec > 2) {
+        return ck->offset_s;
+    }
+    f = fopen(path, "r");
+    if (f == NULL) {
+        ck->valid = 0;
+        ck->offset_s = 0;
+        return 0;
+    }
+    n = fread(text, 1, SI_CLOCK_FILE_MAX, f);
+    fclose(f);
+    text[n] = '\0';
+    if (n == SI_CLOCK_FILE_MAX || si_parse_offset(text, &offset) < 0) {
+        if (!si_clock_same_file(ck, &sb)) {
+            fprintf(stderr,
+                    "apns-standin: %s holds no whole number of seconds, "
+                    "taken as 0\n",
+                    path);
+        }
+        offset = 0;
+    }
+    if (offset != ck->offset_s) {
+        fprintf(stderr, "apns-standin: clock offset %+" PRId64 " s\n", offset);
+    }
+    ck->valid = 1;
+    ck->dev = sb.st_dev;
+    ck->ino = sb.st_ino;
+    ck->size = sb.st_size;
+    ck->mtime = sb.st_mtim;
+    ck->offset_s = offset;
+    return offset;
+}
+
+/* The stand-in's "now" in milliseconds: real time plus --clock-file. */
+static int64_t
+si_now_ms(struct si_server *srv)
+{
+    return si_clock_ms(CLOCK_REALTIME) + si_clock_offset_s(srv) * 1000;
+}
 
 /* ---- request checks ---------------------------------------------------- */
 
@@ -735,7 +963,33 @@ done:
     return rc;
 }
 
-enum si_jwt_result { SI_JWT_OK, SI_JWT_INVALID, SI_JWT_EXPIRED };
+enum si_jwt_result {
+    SI_JWT_OK,
+    SI_JWT_INVALID,
+    SI_JWT_EXPIRED,
+    SI_JWT_TOO_MANY_UPDATES,
+};
+
+/*
+ * APNs binds a connection to the token it last accepted there: another
+ * one minted less than 20 minutes after it is refused, and the
+ * connection keeps the old one. Only a token that passed every other
+ * check becomes the connection's.
+ */
+static enum si_jwt_result
+si_jwt_update(struct si_conn *c, const struct si_stream *st, const char *jwt)
+{
+    if (c->jwt != NULL && strcmp(c->jwt, jwt) == 0) {
+        return SI_JWT_OK;
+    }
+    if (c->jwt != NULL && st->iat - c->jwt_iat < SI_JWT_MIN_UPDATE_S) {
+        return SI_JWT_TOO_MANY_UPDATES;
+    }
+    free(c->jwt);
+    c->jwt = si_xstrndup(jwt, strlen(jwt));
+    c->jwt_iat = st->iat;
+    return SI_JWT_OK;
+}
 
 /*
  * Clients send the same token on every request for up to an hour, and an
@@ -768,7 +1022,10 @@ si_jwt_check(struct si_server *srv, struct si_stream *st, const char *auth,
     if (st->iat - now_s > SI_JWT_MAX_SKEW_S) {
         return SI_JWT_INVALID;
     }
-    return now_s - st->iat > SI_JWT_MAX_AGE_S ? SI_JWT_EXPIRED : SI_JWT_OK;
+    if (now_s - st->iat > SI_JWT_MAX_AGE_S) {
+        return SI_JWT_EXPIRED;
+    }
+    return si_jwt_update(st->conn, st, jwt);
 }
 
 static int
@@ -847,7 +1104,7 @@ static int
 si_check_auth(struct si_server *srv, struct si_stream *st)
 {
     const char *auth = si_header_get(st, "authorization", NULL);
-    int64_t now_s = si_clock_ms(CLOCK_REALTIME) / 1000;
+    int64_t now_s = st->now_ms / 1000;
     char cn[256];
 
     /* A connection authenticated by a client certificate needs no
@@ -863,6 +1120,8 @@ si_check_auth(struct si_server *srv, struct si_stream *st)
         return 0;
     case SI_JWT_EXPIRED:
         return si_reject(st, 403, "ExpiredProviderToken");
+    case SI_JWT_TOO_MANY_UPDATES:
+        return si_reject(st, 429, "TooManyProviderTokenUpdates");
     default:
         return si_reject(st, 403, "InvalidProviderToken");
     }
@@ -975,28 +1234,30 @@ si_check_body(struct si_stream *st)
     return 0;
 }
 
+/* The first rule for token that has requests left, which it counts. */
 static const struct si_rule *
-si_rule_find(const struct si_server *srv, const char *token)
+si_rule_take(struct si_server *srv, const char *token)
 {
-    const struct si_rule *r;
+    struct si_rule *r;
 
     for (r = srv->opts.rules; r != NULL; r = r->next) {
-        if (strcasecmp(r->token, token) == 0) {
+        if (strcasecmp(r->token, token) == 0 &&
+            (r->count == 0 || r->used < r->count)) {
+            r->used++;
             return r;
         }
     }
     return NULL;
 }
 
-/* Decides the answer to a complete request; the first failed check wins. */
+/* Takes the token and apns-id from the headers, for the answer and the
+ * record; a request without a usable apns-id gets a fresh one. */
 static void
-si_judge(struct si_server *srv, struct si_stream *st)
+si_request_parse(struct si_stream *st)
 {
     const char *id, *path;
-    const struct si_rule *rule;
     int count;
 
-    /* The record shows the token even when an earlier check fails. */
     path = si_header_get(st, ":path", NULL);
     st->token = "";
     if (path != NULL &&
@@ -1010,6 +1271,21 @@ si_judge(struct si_server *srv, struct si_stream *st)
     } else {
         si_uuid_new(st->apns_id);
     }
+}
+
+/*
+ * Decides what a complete request gets: the first failed check's answer,
+ * or else what a --fail rule for its token says, or else 200.
+ */
+static void
+si_judge(struct si_server *srv, struct si_stream *st)
+{
+    const struct si_rule *rule;
+
+    /* The record shows the token even when an earlier check fails. */
+    si_request_parse(st);
+    st->now_ms = si_now_ms(srv);
+    st->action = SI_ACT_ANSWER;
 
     if (si_check_target(st) < 0 || si_check_duplicates(st) < 0 ||
         si_check_auth(srv, st) < 0 || si_check_topic(srv, st) < 0 ||
@@ -1017,13 +1293,16 @@ si_judge(struct si_server *srv, struct si_stream *st)
         return;
     }
 
-    rule = si_rule_find(srv, st->token);
-    if (rule != NULL) {
-        si_reject(st, rule->status, rule->reason);
+    rule = si_rule_take(srv, st->token);
+    if (rule == NULL) {
+        st->status = 200;
+        st->reason = NULL;
         return;
     }
-    st->status = 200;
-    st->reason = NULL;
+    st->action = rule->action;
+    if (rule->action == SI_ACT_ANSWER) {
+        si_reject(st, rule->status, rule->reason);
+    }
 }
 
 /* ---- answers and the record ------------------------------------------- */
@@ -1072,6 +1351,12 @@ si_record_headers(struct si_str *line, const struct si_stream *st)
     si_str_adds(line, "}");
 }
 
+static const char *
+si_bool(int b)
+{
+    return b ? "true" : "false";
+}
+
 static void
 si_record(struct si_server *srv, const struct si_stream *st)
 {
@@ -1104,6 +1389,11 @@ si_record(struct si_server *srv, const struct si_stream *st)
     } else {
         si_str_adds(&line, "null");
     }
+    si_str_addf(&line,
+                ",\"open_streams\":%lu,\"stream_limit\":%" PRIu32
+                ",\"held\":%s,\"reset\":%s,\"refused\":%s",
+                st->open_streams, st->stream_limit, si_bool(st->held),
+                si_bool(st->reset), si_bool(st->refused));
 
     /* The body stays a string so that big integers in it keep every digit;
      * a body over SI_MAX_BODY shows its first SI_MAX_BODY bytes. */
@@ -1115,6 +1405,50 @@ si_record(struct si_server *srv, const struct si_stream *st)
     if (fwrite(line.data, 1, line.len, srv->record) != line.len ||
         fflush(srv->record) != 0) {
         fprintf(stderr, "apns-standin: writing %s: %s\n", srv->opts.record,
+                strerror(errno));
+    }
+    si_str_release(&line);
+    st->conn->records++;
+}
+
+static const char *
+si_closer_name(enum si_closer by)
+{
+    switch (by) {
+    case SI_BY_CLIENT:
+        return "client";
+    case SI_BY_EXIT:
+        return "exit";
+    default:
+        return "server";
+    }
+}
+
+/* Appends the connection's line to --conn-record, once it is closed. */
+static void
+si_conn_record(struct si_server *srv, const struct si_conn *c)
+{
+    struct si_str line = {0};
+
+    if (srv->conn_record == NULL) {
+        return;
+    }
+    si_str_addf(&line,
+                "{\"conn\":%" PRIu64 ",\"requests\":%lu"
+                ",\"rst_stream_received\":%lu,\"pings_received\":%lu"
+                ",\"goaway_sent\":%d,\"max_open_streams\":%lu"
+                ",\"limit_violations\":%lu,\"silenced\":%d"
+                ",\"closed_by\":\"%s\",\"stream_limit\":%" PRIu32
+                ",\"ts_ms\":%" PRId64 ",\"why\":",
+                c->num, c->records, c->rst_received, c->pings_received,
+                c->goaway_sent, c->max_open_streams, c->limit_violations,
+                c->silenced, si_closer_name(c->closed_by), c->stream_limit,
+                si_clock_ms(CLOCK_REALTIME));
+    si_str_json(&line, c->why, strlen(c->why));
+    si_str_adds(&line, "}\n");
+    if (fwrite(line.data, 1, line.len, srv->conn_record) != line.len ||
+        fflush(srv->conn_record) != 0) {
+        fprintf(stderr, "apns-standin: writing %s: %s\n", srv->opts.conn_record,
                 strerror(errno));
     }
     si_str_release(&line);
@@ -1151,6 +1485,50 @@ si_nv(const char *name, const char *value)
     return nv;
 }
 
+/*
+ * After the first 200 on a connection that started with --initial-streams,
+ * the full --max-streams, as APNs raises its limit once a request with a
+ * good token succeeded. The limit counts as advertised once it is sent.
+ */
+static void
+si_raise_limit(struct si_server *srv, struct si_conn *c)
+{
+    nghttp2_settings_entry iv;
+    int rv;
+
+    if (srv->opts.initial_streams == 0 || c->limit_raised) {
+        return;
+    }
+    c->limit_raised = 1;
+    iv.settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
+    iv.value = (uint32_t)srv->opts.max_streams;
+    rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, &iv, 1);
+    if (rv != 0) {
+        fprintf(stderr,
+                "apns-standin: conn %" PRIu64 ": cannot raise the "
+                "stream limit: %s\n",
+                c->num, nghttp2_strerror(rv));
+    }
+}
+
+/* A reset rule's answer. The request is recorded when nghttp2 closes the
+ * stream, which it does as soon as the RST_STREAM is out. */
+static void
+si_reset(struct si_stream *st)
+{
+    int rv = nghttp2_submit_rst_stream(st->conn->h2, NGHTTP2_FLAG_NONE, st->id,
+                                       NGHTTP2_INTERNAL_ERROR);
+
+    if (rv != 0) {
+        fprintf(stderr,
+                "apns-standin: conn %" PRIu64 " stream %" PRId32
+                ": cannot reset: %s\n",
+                st->conn->num, st->id, nghttp2_strerror(rv));
+    }
+    st->reset = 1;
+    st->conn->dirty = 1;
+}
+
 /* Submits the verdict as a response and records the request. */
 static void
 si_answer(struct si_server *srv, struct si_stream *st)
@@ -1160,6 +1538,10 @@ si_answer(struct si_server *srv, struct si_stream *st)
     char status[8];
     int rv;
 
+    if (st->action == SI_ACT_RESET) {
+        si_reset(st);
+        return;
+    }
     snprintf(status, sizeof(status), "%d", st->status);
     nv[0] = si_nv(":status", status);
     nv[1] = si_nv("apns-id", st->apns_id);
@@ -1172,8 +1554,7 @@ si_answer(struct si_server *srv, struct si_stream *st)
         si_str_adds(&st->resp, "{\"reason\":");
         si_str_json(&st->resp, st->reason, strlen(st->reason));
         if (st->status == 410) {
-            si_str_addf(&st->resp, ",\"timestamp\":%" PRId64,
-                        si_clock_ms(CLOCK_REALTIME));
+            si_str_addf(&st->resp, ",\"timestamp\":%" PRId64, st->now_ms);
         }
         si_str_adds(&st->resp, "}");
         body.source.ptr = st;
@@ -1189,6 +1570,9 @@ si_answer(struct si_server *srv, struct si_stream *st)
     st->answered = 1;
     st->conn->dirty = 1;
     si_record(srv, st);
+    if (rv == 0 && st->status == 200) {
+        si_raise_limit(srv, st->conn);
+    }
 }
 
 static void
@@ -1226,33 +1610,85 @@ si_queue_remove(struct si_server *srv, struct si_stream *st)
     st->qnext = NULL;
 }
 
+/*
+ * --goaway-after: GOAWAY NO_ERROR naming last_id as the last stream
+ * processed. Every stream above it is refused, even one already begun or
+ * waiting for its delayed answer: nghttp2 closes them once the frame is
+ * out, and ignores the HEADERS of any that begin after that.
+ */
+static void
+si_goaway(struct si_server *srv, struct si_conn *c, int32_t last_id)
+{
+    struct si_stream *st;
+    int rv;
+
+    rv = nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE, last_id,
+                               NGHTTP2_NO_ERROR, NULL, 0);
+    if (rv != 0) {
+        fprintf(stderr,
+                "apns-standin: conn %" PRIu64 ": cannot send "
+                "GOAWAY: %s\n",
+                c->num, nghttp2_strerror(rv));
+        return;
+    }
+    fprintf(stderr,
+            "apns-standin: conn %" PRIu64 ": GOAWAY after %lu requests, "
+            "last stream %" PRId32 "\n",
+            c->num, c->requests, last_id);
+    c->goaway_id = last_id;
+    c->dirty = 1;
+    for (st = c->streams; st != NULL; st = st->next) {
+        if (st->id > last_id && !st->answered) {
+            st->refused = 1;
+            st->held = 0;
+            si_queue_remove(srv, st);
+        }
+    }
+}
+
 static void
 si_request_complete(struct si_server *srv, struct si_stream *st)
 {
+    struct si_conn *c = st->conn;
+
     st->complete = 1;
-    st->conn->requests++;
-    si_judge(srv, st);
-    if (srv->opts.delay_ms == 0) {
-        si_answer(srv, st);
+    if (st->refused) {
         return;
     }
-    st->due_ms = si_clock_ms(CLOCK_MONOTONIC) + srv->opts.delay_ms;
-    si_queue_push(srv, st);
+    c->requests++;
+    si_judge(srv, st);
+    if (st->action == SI_ACT_HOLD) {
+        st->held = 1;
+    } else if (srv->opts.delay_ms == 0) {
+        si_answer(srv, st);
+    } else {
+        st->due_ms = si_clock_ms(CLOCK_MONOTONIC) + srv->opts.delay_ms;
+        si_queue_push(srv, st);
+    }
+    if (srv->opts.goaway_after > 0 && c->goaway_id == 0 &&
+        c->requests == (unsigned long)srv->opts.goaway_after) {
+        si_goaway(srv, c, st->id);
+    }
 }
 
-/* Frees a stream; a complete request that was never answered (the client
- * reset it, or the connection went) is recorded with status 0. */
+/* Frees a stream. A request never answered (held, reset, refused, reset
+ * by the client, or its connection went) is recorded with status 0: a
+ * refused one even if it never completed. */
 static void
 si_stream_free(struct si_server *srv, struct si_stream *st)
 {
     struct si_conn *c = st->conn;
     size_t i;
 
-    if (st->complete && !st->answered) {
+    if ((st->complete || st->refused) && !st->answered) {
+        if (st->apns_id[0] == '\0') {
+            si_request_parse(st);
+        }
         st->status = 0;
         st->reason = NULL;
         si_record(srv, st);
     }
+    c->open_streams--;
     si_queue_remove(srv, st);
     if (st->prev != NULL) {
         st->prev->next = st->next;
@@ -1272,6 +1708,71 @@ si_stream_free(struct si_server *srv, struct si_stream *st)
 }
 
 /* ---- nghttp2 callbacks ------------------------------------------------- */
+
+/*
+ * Records a stream refused after GOAWAY went out: nghttp2 drops its
+ * HEADERS unread, so all there is to say is its id. It is recorded only
+ * once the library has had its chance to open the stream after all.
+ */
+static void
+si_flush_refused(struct si_conn *c)
+{
+    struct si_stream st;
+
+    if (c->refused_id == 0) {
+        return;
+    }
+    memset(&st, 0, sizeof(st));
+    st.conn = c;
+    st.id = c->refused_id;
+    st.token = "";
+    st.refused = 1;
+    if (c->begin_id == st.id) {
+        st.open_streams = c->begin_open;
+        st.stream_limit = c->begin_limit;
+    }
+    c->refused_id = 0;
+    si_record(c->srv, &st);
+}
+
+/*
+ * Sees the frame header of every HEADERS frame before nghttp2 decides
+ * anything about its stream, so that a stream over the advertised limit
+ * is counted even when the library refuses it (RST_STREAM before our
+ * SETTINGS are acknowledged, GOAWAY after) and never calls us again.
+ */
+static int
+si_on_begin_frame(nghttp2_session *h2, const nghttp2_frame_hd *hd,
+                  void *user_data)
+{
+    struct si_conn *c = user_data;
+    unsigned long open;
+
+    si_flush_refused(c);
+    if (hd->type != NGHTTP2_HEADERS || hd->stream_id % 2 == 0 ||
+        hd->stream_id <= c->last_new_id) {
+        return 0;
+    }
+    c->last_new_id = hd->stream_id;
+    open = c->open_streams + 1;
+    c->begin_id = hd->stream_id;
+    c->begin_open = open;
+    c->begin_limit = c->stream_limit;
+    if (open > c->max_open_streams) {
+        c->max_open_streams = open;
+    }
+    if (open > c->stream_limit) {
+        c->limit_violations++;
+        fprintf(stderr,
+                "apns-standin: conn %" PRIu64 " stream %" PRId32
+                ": %lu streams open, over the %" PRIu32 " advertised\n",
+                c->num, hd->stream_id, open, c->stream_limit);
+    }
+    if (c->goaway_id != 0 && hd->stream_id > c->goaway_id) {
+        c->refused_id = hd->stream_id;
+    }
+    return 0;
+}
 
 static int
 si_on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame,
@@ -1299,6 +1800,24 @@ si_on_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame,
         c->streams->prev = st;
     }
     c->streams = st;
+
+    if (c->begin_id == st->id) {
+        st->open_streams = c->begin_open;
+        st->stream_limit = c->begin_limit;
+    } else {
+        st->open_streams = c->open_streams + 1;
+        st->stream_limit = c->stream_limit;
+    }
+    c->open_streams++;
+
+    /* Opened between GOAWAY's submission and its sending: nghttp2 closes
+     * it once the frame is out. */
+    if (c->goaway_id != 0 && st->id > c->goaway_id) {
+        st->refused = 1;
+        if (c->refused_id == st->id) {
+            c->refused_id = 0;
+        }
+    }
     return 0;
 }
 
@@ -1361,6 +1880,20 @@ si_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame,
     struct si_conn *c = user_data;
     struct si_stream *st;
 
+    if (frame->hd.type == NGHTTP2_RST_STREAM) {
+        c->rst_received++;
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_PING) {
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+            c->pings_received++;
+        }
+        return 0;
+    }
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        c->goaway_received = 1;
+        return 0;
+    }
     if ((frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) ||
         !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
         return 0;
@@ -1368,6 +1901,31 @@ si_on_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame,
     st = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
     if (st != NULL && !st->complete) {
         si_request_complete(c->srv, st);
+    }
+    return 0;
+}
+
+/* Keeps what the client has been told: the stream limit, and GOAWAY. */
+static int
+si_on_frame_send(nghttp2_session *h2, const nghttp2_frame *frame,
+                 void *user_data)
+{
+    struct si_conn *c = user_data;
+    size_t i;
+
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        c->goaway_sent = 1;
+        return 0;
+    }
+    if (frame->hd.type != NGHTTP2_SETTINGS ||
+        (frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+        return 0;
+    }
+    for (i = 0; i < frame->settings.niv; i++) {
+        if (frame->settings.iv[i].settings_id ==
+            NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS) {
+            c->stream_limit = frame->settings.iv[i].value;
+        }
     }
     return 0;
 }
@@ -1420,26 +1978,32 @@ si_conn_fail(struct si_conn *c, const char *what)
     return -1;
 }
 
-static void
-si_conn_close(struct si_server *srv, struct si_conn *c)
+/*
+ * Who ended a TLS session that failed: the peer going away, or an alert
+ * from it, means the client did; any other error is the stand-in
+ * refusing what it got. Leaves the error queue as it is.
+ */
+static enum si_closer
+si_tls_closer(int ssl_err)
 {
-    fprintf(stderr,
-            "apns-standin: conn %" PRIu64 " closed (%s), %lu requests\n",
-            c->num, c->why[0] != '\0' ? c->why : "closed", c->requests);
+    unsigned long e = ERR_peek_error();
 
-    /* nghttp2_session_del frees its streams without calling back, so ours
-     * are freed (and unanswered ones recorded) by hand. */
+    if (ssl_err == SSL_ERROR_SYSCALL || ssl_err == SSL_ERROR_ZERO_RETURN) {
+        return SI_BY_CLIENT;
+    }
+    if (e != 0 && ERR_GET_LIB(e) == ERR_LIB_SSL &&
+        ERR_GET_REASON(e) >= SSL_AD_REASON_OFFSET) {
+        return SI_BY_CLIENT;
+    }
+    return SI_BY_SERVER;
+}
+
+/* Releases the socket and what else a closed connection still holds. */
+static void
+si_conn_free(struct si_server *srv, struct si_conn *c)
+{
     epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
-    if (c->h2 != NULL) {
-        nghttp2_session_del(c->h2);
-    }
-    while (c->streams != NULL) {
-        si_stream_free(srv, c->streams);
-    }
     if (c->ssl != NULL) {
-        if (!c->tls_broken && c->state == SI_CONN_H2) {
-            SSL_shutdown(c->ssl);
-        }
         SSL_free(c->ssl);
     }
     close(c->fd);
@@ -1454,7 +2018,73 @@ si_conn_close(struct si_server *srv, struct si_conn *c)
         c->next->prev = c->prev;
     }
     si_str_release(&c->out);
+    free(c->jwt);
     free(c);
+}
+
+/*
+ * Ends a connection: records its unanswered requests, then the
+ * connection itself. A TLS session still working gets close_notify, a FIN
+ * and a lingering close that drains what the client still sends (see the
+ * top of the file); otherwise, at exit, and for a lingering connection
+ * called again, the socket goes at once.
+ */
+static void
+si_conn_close(struct si_server *srv, struct si_conn *c)
+{
+    int tls_ok = c->state == SI_CONN_H2 && !c->tls_broken && !c->silenced;
+
+    if (c->state == SI_CONN_LINGER) {
+        si_conn_free(srv, c);
+        return;
+    }
+    fprintf(stderr,
+            "apns-standin: conn %" PRIu64 " closed (%s), %lu requests\n",
+            c->num, c->why[0] != '\0' ? c->why : "closed", c->requests);
+
+    /* nghttp2_session_del frees its streams without calling back, so ours
+     * are freed (and unanswered ones recorded) by hand. */
+    if (c->h2 != NULL) {
+        nghttp2_session_del(c->h2);
+        c->h2 = NULL;
+    }
+    si_flush_refused(c);
+    while (c->streams != NULL) {
+        si_stream_free(srv, c->streams);
+    }
+    si_conn_record(srv, c);
+
+    if (tls_ok) {
+        SSL_shutdown(c->ssl);
+    }
+    if (!tls_ok || c->closed_by == SI_BY_EXIT ||
+        shutdown(c->fd, SHUT_WR) != 0) {
+        si_conn_free(srv, c);
+        return;
+    }
+    c->state = SI_CONN_LINGER;
+    c->linger_until_ms = si_clock_ms(CLOCK_MONOTONIC) + SI_LINGER_MS;
+    si_conn_watch(c, EPOLLIN);
+}
+
+/* Reads and drops what the client of a closing connection still sends.
+ * Returns -1 once it has closed its side, or the socket failed. */
+static int
+si_conn_drain(struct si_conn *c)
+{
+    char buf[SI_READ_CHUNK];
+
+    for (;;) {
+        ssize_t n = read(c->fd, buf, sizeof(buf));
+
+        if (n > 0 || (n < 0 && errno == EINTR)) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            return 0;
+        }
+        return -1;
+    }
 }
 
 /* Reads whatever TLS has and feeds it to nghttp2. */
@@ -1472,6 +2102,7 @@ si_conn_read(struct si_conn *c)
         n = SSL_read(c->ssl, buf, sizeof(buf));
         if (n > 0) {
             rv = nghttp2_session_mem_recv(c->h2, buf, (size_t)n);
+            si_flush_refused(c);
             if (rv < 0) {
                 snprintf(c->why, sizeof(c->why), "HTTP/2: %s",
                          nghttp2_strerror((int)rv));
@@ -1487,6 +2118,7 @@ si_conn_read(struct si_conn *c)
             c->read_wants_write = 1;
             return 0;
         }
+        c->closed_by = si_tls_closer(err);
         if (err == SSL_ERROR_ZERO_RETURN) {
             snprintf(c->why, sizeof(c->why), "peer closed");
             return -1;
@@ -1523,6 +2155,33 @@ si_conn_fill(struct si_conn *c)
     return 0;
 }
 
+/*
+ * Whether the connection has nothing left to do: nghttp2 says so, or a
+ * GOAWAY is out and every stream it kept has been answered (or reset by
+ * the client). A session that ended on the client's GOAWAY alone counts
+ * as closed by the client.
+ */
+static int
+si_conn_done(struct si_conn *c)
+{
+    if (c->out_off != c->out.len || nghttp2_session_want_write(c->h2)) {
+        return 0;
+    }
+    if (!nghttp2_session_want_read(c->h2)) {
+        snprintf(c->why, sizeof(c->why), "HTTP/2 session over");
+        if (c->goaway_received && !c->goaway_sent) {
+            c->closed_by = SI_BY_CLIENT;
+        }
+        return 1;
+    }
+    if (c->goaway_sent && c->open_streams == 0) {
+        snprintf(c->why, sizeof(c->why),
+                 "GOAWAY sent and every stream up to it answered");
+        return 1;
+    }
+    return 0;
+}
+
 /* Writes what nghttp2 has to send until TLS would block. */
 static int
 si_conn_flush(struct si_conn *c)
@@ -1555,13 +2214,12 @@ si_conn_flush(struct si_conn *c)
         if (err == SSL_ERROR_WANT_READ) {
             break;
         }
+        c->closed_by = si_tls_closer(err);
         c->tls_broken = 1;
         return si_conn_fail(c, "TLS write");
     }
 
-    if (c->out_off == c->out.len && !nghttp2_session_want_read(c->h2) &&
-        !nghttp2_session_want_write(c->h2)) {
-        snprintf(c->why, sizeof(c->why), "HTTP/2 session over");
+    if (si_conn_done(c)) {
         return -1;
     }
     si_conn_watch(
@@ -1590,8 +2248,14 @@ si_conn_start_h2(struct si_conn *c)
         snprintf(c->why, sizeof(c->why), "nghttp2: %s", nghttp2_strerror(rv));
         return -1;
     }
+
+    /* The limit counts as advertised from here on: these SETTINGS are the
+     * first frame the client gets. */
+    c->stream_limit =
+        (uint32_t)(srv->opts.initial_streams > 0 ? srv->opts.initial_streams
+                                                 : srv->opts.max_streams);
     iv[0].settings_id = NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS;
-    iv[0].value = (uint32_t)srv->opts.max_streams;
+    iv[0].value = c->stream_limit;
     iv[1].settings_id = NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE;
     iv[1].value = SI_MAX_HEADER_BYTES;
     rv = nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 2);
@@ -1620,6 +2284,7 @@ si_conn_handshake(struct si_conn *c)
             si_conn_watch(c, EPOLLIN | EPOLLOUT);
             return 0;
         }
+        c->closed_by = si_tls_closer(err);
         c->tls_broken = 1;
         return si_conn_fail(c, "TLS handshake");
     }
@@ -1640,6 +2305,16 @@ si_conn_event(struct si_server *srv, struct si_conn *c)
 {
     int rc;
 
+    /* Silenced earlier in this batch of events. */
+    if (c->silenced) {
+        return;
+    }
+    if (c->state == SI_CONN_LINGER) {
+        if (si_conn_drain(c) < 0) {
+            si_conn_free(srv, c);
+        }
+        return;
+    }
     if (c->state == SI_CONN_HANDSHAKE) {
         rc = si_conn_handshake(c);
     } else {
@@ -1716,15 +2391,25 @@ si_accept(struct si_server *srv)
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/* Milliseconds until the next answer is due or a lingering connection
+ * runs out of time; -1 when there is neither. */
 static int
-si_queue_timeout(const struct si_server *srv)
+si_next_timeout(const struct si_server *srv)
 {
+    const struct si_conn *c;
+    int64_t due = srv->qhead != NULL ? srv->qhead->due_ms : -1;
     int64_t wait;
 
-    if (srv->qhead == NULL) {
+    for (c = srv->conns; c != NULL; c = c->next) {
+        if (c->state == SI_CONN_LINGER &&
+            (due < 0 || c->linger_until_ms < due)) {
+            due = c->linger_until_ms;
+        }
+    }
+    if (due < 0) {
         return -1;
     }
-    wait = srv->qhead->due_ms - si_clock_ms(CLOCK_MONOTONIC);
+    wait = due - si_clock_ms(CLOCK_MONOTONIC);
     if (wait < 0) {
         return 0;
     }
@@ -1735,12 +2420,21 @@ static void
 si_run_timers(struct si_server *srv)
 {
     int64_t now = si_clock_ms(CLOCK_MONOTONIC);
+    struct si_conn *c = srv->conns;
 
     while (srv->qhead != NULL && srv->qhead->due_ms <= now) {
         struct si_stream *st = srv->qhead;
 
         si_queue_remove(srv, st);
         si_answer(srv, st);
+    }
+    while (c != NULL) {
+        struct si_conn *next = c->next;
+
+        if (c->state == SI_CONN_LINGER && c->linger_until_ms <= now) {
+            si_conn_free(srv, c);
+        }
+        c = next;
     }
 }
 
@@ -1753,10 +2447,52 @@ si_flush_dirty(struct si_server *srv)
     while (c != NULL) {
         struct si_conn *next = c->next;
 
-        if (c->dirty && c->state == SI_CONN_H2 && si_conn_flush(c) < 0) {
+        if (c->dirty && c->state == SI_CONN_H2 && !c->silenced &&
+            si_conn_flush(c) < 0) {
             si_conn_close(srv, c);
         }
         c = next;
+    }
+}
+
+/*
+ * SIGUSR1: every connection open now stops being read or written, like
+ * one whose peer vanished without a word, but its socket stays open until
+ * the stand-in exits. Its pending answers are never sent; its requests
+ * are recorded, status 0, when it finally closes.
+ */
+static void
+si_silence_all(struct si_server *srv)
+{
+    struct si_conn *c;
+    struct si_stream *st;
+
+    for (c = srv->conns; c != NULL; c = c->next) {
+        if (c->silenced || c->state == SI_CONN_LINGER) {
+            continue;
+        }
+        c->silenced = 1;
+        c->dirty = 0;
+        epoll_ctl(srv->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        for (st = c->streams; st != NULL; st = st->next) {
+            si_queue_remove(srv, st);
+        }
+        fprintf(stderr, "apns-standin: conn %" PRIu64 " silenced\n", c->num);
+    }
+}
+
+static void
+si_on_signals(struct si_server *srv)
+{
+    struct signalfd_siginfo si;
+
+    while (read(srv->sfd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGUSR1) {
+            si_silence_all(srv);
+            continue;
+        }
+        fprintf(stderr, "apns-standin: signal %u, exiting\n", si.ssi_signo);
+        srv->stop = 1;
     }
 }
 
@@ -1766,8 +2502,8 @@ si_loop(struct si_server *srv)
     struct epoll_event evs[SI_MAX_EVENTS];
 
     while (!srv->stop) {
-        int i, n = epoll_wait(srv->epfd, evs, SI_MAX_EVENTS,
-                              si_queue_timeout(srv));
+        int i,
+            n = epoll_wait(srv->epfd, evs, SI_MAX_EVENTS, si_next_timeout(srv));
 
         if (n < 0) {
             if (errno == EINTR) {
@@ -1782,13 +2518,7 @@ si_loop(struct si_server *srv)
             if (ptr == &srv->lfd) {
                 si_accept(srv);
             } else if (ptr == &srv->sfd) {
-                struct signalfd_siginfo si;
-
-                if (read(srv->sfd, &si, sizeof(si)) == sizeof(si)) {
-                    fprintf(stderr, "apns-standin: signal %u, exiting\n",
-                            si.ssi_signo);
-                }
-                srv->stop = 1;
+                si_on_signals(srv);
             } else {
                 si_conn_event(srv, ptr);
             }
@@ -1916,12 +2646,15 @@ si_setup_h2(struct si_server *srv)
     if (cbs == NULL) {
         si_oom();
     }
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs,
+                                                          si_on_begin_frame);
     nghttp2_session_callbacks_set_on_begin_headers_callback(
         cbs, si_on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cbs, si_on_header);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs,
                                                               si_on_data_chunk);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, si_on_frame_recv);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs, si_on_frame_send);
     nghttp2_session_callbacks_set_on_stream_close_callback(cbs,
                                                            si_on_stream_close);
     srv->cbs = cbs;
@@ -2004,6 +2737,7 @@ si_setup_loop(struct si_server *srv, char *err)
     sigemptyset(&mask);
     sigaddset(&mask, SIGINT);
     sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGUSR1);
     if (sigprocmask(SIG_BLOCK, &mask, NULL) != 0) {
         snprintf(err, SI_ERR_MAX, "sigprocmask: %s", strerror(errno));
         return -1;
@@ -2044,6 +2778,14 @@ si_setup(struct si_server *srv, char *err)
                  strerror(errno));
         return -1;
     }
+    if (srv->opts.conn_record != NULL) {
+        srv->conn_record = fopen(srv->opts.conn_record, "a");
+        if (srv->conn_record == NULL) {
+            snprintf(err, SI_ERR_MAX, "cannot open %s: %s",
+                     srv->opts.conn_record, strerror(errno));
+            return -1;
+        }
+    }
     if (si_setup_listener(srv, err) < 0 || si_setup_loop(srv, err) < 0) {
         return -1;
     }
@@ -2061,8 +2803,13 @@ si_teardown(struct si_server *srv)
     struct si_rule *r = srv->opts.rules;
 
     while (srv->conns != NULL) {
-        snprintf(srv->conns->why, sizeof(srv->conns->why), "shutting down");
-        si_conn_close(srv, srv->conns);
+        struct si_conn *c = srv->conns;
+
+        if (c->state != SI_CONN_LINGER) {
+            c->closed_by = SI_BY_EXIT;
+            snprintf(c->why, sizeof(c->why), "shutting down");
+        }
+        si_conn_close(srv, c);
     }
     while (r != NULL) {
         struct si_rule *next = r->next;
@@ -2074,6 +2821,9 @@ si_teardown(struct si_server *srv)
     }
     if (srv->record != NULL) {
         fclose(srv->record);
+    }
+    if (srv->conn_record != NULL) {
+        fclose(srv->conn_record);
     }
     if (srv->lfd >= 0) {
         close(srv->lfd);
@@ -2096,13 +2846,39 @@ si_teardown(struct si_server *srv)
 static void
 si_usage(void)
 {
-    fputs("usage: apns-standin --cert FILE --key FILE --auth-key PUB.pem\n"
-          "         --key-id KEYID --team-id TEAMID --topic BUNDLEID\n"
-          "         --record FILE [--port N] [--port-file FILE]\n"
-          "         [--max-streams N] [--delay-ms N]\n"
-          "         [--fail TOKEN=STATUS:REASON]... [--keep-reset-limit]\n"
-          "         [--client-ca FILE]\n",
-          stderr);
+    fputs(
+        "usage: apns-standin --cert FILE --key FILE --auth-key PUB.pem\n"
+        "         --key-id KEYID --team-id TEAMID --topic BUNDLEID\n"
+        "         --record FILE [--port N] [--port-file FILE]\n"
+        "         [--max-streams N] [--initial-streams K] [--delay-ms N]\n"
+        "         [--fail RULE]... [--goaway-after N] [--clock-file FILE]\n"
+        "         [--conn-record FILE] [--keep-reset-limit] [--client-ca "
+        "FILE]\n"
+        "\n"
+        "  --fail TOKEN=STATUS:REASON[:COUNT]\n"
+        "                        answer valid requests for TOKEN so (a 410\n"
+        "                        with a timestamp); with COUNT only the next\n"
+        "                        COUNT of them, over all connections\n"
+        "  --fail TOKEN=hold[:COUNT]\n"
+        "                        read them and never answer\n"
+        "  --fail TOKEN=reset[:COUNT]\n"
+        "                        read them, then RST_STREAM INTERNAL_ERROR\n"
+        "                        (rules for one token apply in the order\n"
+        "                        given)\n"
+        "  --max-streams N       SETTINGS_MAX_CONCURRENT_STREAMS (1000)\n"
+        "  --initial-streams K   start each connection at K, raise it to\n"
+        "                        --max-streams after its first 200\n"
+        "  --delay-ms N          answer every request N ms late\n"
+        "  --goaway-after N      GOAWAY on each connection after its Nth\n"
+        "                        complete request; close once it is done\n"
+        "  --clock-file FILE     seconds to add to the clock for JWT ages and\n"
+        "                        410 timestamps (missing or empty: 0)\n"
+        "  --record FILE         one JSON line per request\n"
+        "  --conn-record FILE    one JSON line per connection as it closes\n"
+        "  --keep-reset-limit    keep nghttp2's limit on stream resets\n"
+        "  --client-ca FILE      ask for client certificates from this CA\n"
+        "SIGUSR1 silences every open connection; SIGTERM exits.\n",
+        stderr);
 }
 
 static int
@@ -2120,31 +2896,86 @@ si_parse_int(const char *s, long min, long max, int *out)
     return 0;
 }
 
-/* TOKEN=STATUS:REASON; a later rule for the same token wins. */
+/*
+ * Splits a trailing ":COUNT" (digits, at least 1) off the n bytes at s:
+ * sets *count and returns the length before it, or returns n and leaves
+ * *count alone when s does not end so. Returns -1 for a COUNT of 0.
+ */
+static long
+si_split_count(const char *s, size_t n, unsigned long *count)
+{
+    const char *colon = memrchr(s, ':', n);
+    char digits[16];
+    size_t len;
+    int v;
+
+    if (colon == NULL) {
+        return (long)n;
+    }
+    len = n - (size_t)(colon + 1 - s);
+    if (len == 0 || len >= sizeof(digits) ||
+        strspn(colon + 1, "0123456789") < len) {
+        return (long)n;
+    }
+    memcpy(digits, colon + 1, len);
+    digits[len] = '\0';
+    if (si_parse_int(digits, 1, INT32_MAX, &v) < 0) {
+        return -1;
+    }
+    *count = (unsigned long)v;
+    return colon - s;
+}
+
+/*
+ * TOKEN=STATUS:REASON[:COUNT], TOKEN=hold[:COUNT] or TOKEN=reset[:COUNT].
+ * Rules keep their command-line order: for one token the first with
+ * requests left applies.
+ */
 static int
 si_parse_rule(struct si_opts *o, const char *arg)
 {
-    const char *eq = strchr(arg, '=');
-    const char *colon = eq != NULL ? strchr(eq + 1, ':') : NULL;
-    struct si_rule *r;
+    const char *eq = strchr(arg, '='), *what, *colon;
+    struct si_rule *r, **tail;
+    unsigned long count = 0;
     char status[8];
-    int code;
+    long len;
+    int code = 0;
 
-    if (colon == NULL || eq == arg || colon[1] == '\0' ||
-        (size_t)(colon - eq - 1) >= sizeof(status)) {
+    if (eq == NULL || eq == arg) {
         return -1;
     }
-    memcpy(status, eq + 1, (size_t)(colon - eq - 1));
-    status[colon - eq - 1] = '\0';
-    if (si_parse_int(status, 100, 599, &code) < 0) {
+    what = eq + 1;
+    len = si_split_count(what, strlen(what), &count);
+    if (len <= 0) {
         return -1;
     }
     r = si_xcalloc(1, sizeof(*r));
+    if ((size_t)len == 4 && strncmp(what, "hold", 4) == 0) {
+        r->action = SI_ACT_HOLD;
+    } else if ((size_t)len == 5 && strncmp(what, "reset", 5) == 0) {
+        r->action = SI_ACT_RESET;
+    } else {
+        colon = memchr(what, ':', (size_t)len);
+        if (colon == NULL || colon == what || colon + 1 == what + len ||
+            (size_t)(colon - what) >= sizeof(status)) {
+            free(r);
+            return -1;
+        }
+        memcpy(status, what, (size_t)(colon - what));
+        status[colon - what] = '\0';
+        if (si_parse_int(status, 100, 599, &code) < 0) {
+            free(r);
+            return -1;
+        }
+        r->action = SI_ACT_ANSWER;
+        r->status = code;
+        r->reason = si_xstrndup(colon + 1, (size_t)(what + len - colon - 1));
+    }
     r->token = si_xstrndup(arg, (size_t)(eq - arg));
-    r->status = code;
-    r->reason = si_xstrndup(colon + 1, strlen(colon + 1));
-    r->next = o->rules;
-    o->rules = r;
+    r->count = count;
+    for (tail = &o->rules; *tail != NULL; tail = &(*tail)->next) {
+    }
+    *tail = r;
     return 0;
 }
 
@@ -2163,6 +2994,10 @@ enum {
     SI_OPT_FAIL,
     SI_OPT_KEEP_RESET_LIMIT,
     SI_OPT_CLIENT_CA,
+    SI_OPT_INITIAL_STREAMS,
+    SI_OPT_GOAWAY_AFTER,
+    SI_OPT_CLOCK_FILE,
+    SI_OPT_CONN_RECORD,
 };
 
 static const struct option si_long_opts[] = {
@@ -2180,6 +3015,10 @@ static const struct option si_long_opts[] = {
     {"fail", required_argument, NULL, SI_OPT_FAIL},
     {"keep-reset-limit", no_argument, NULL, SI_OPT_KEEP_RESET_LIMIT},
     {"client-ca", required_argument, NULL, SI_OPT_CLIENT_CA},
+    {"initial-streams", required_argument, NULL, SI_OPT_INITIAL_STREAMS},
+    {"goaway-after", required_argument, NULL, SI_OPT_GOAWAY_AFTER},
+    {"clock-file", required_argument, NULL, SI_OPT_CLOCK_FILE},
+    {"conn-record", required_argument, NULL, SI_OPT_CONN_RECORD},
     {NULL, 0, NULL, 0},
 };
 
@@ -2224,6 +3063,16 @@ si_parse_opt(struct si_opts *o, int opt, const char *arg)
         return 0;
     case SI_OPT_CLIENT_CA:
         o->client_ca = arg;
+        return 0;
+    case SI_OPT_INITIAL_STREAMS:
+        return si_parse_int(arg, 1, INT32_MAX, &o->initial_streams);
+    case SI_OPT_GOAWAY_AFTER:
+        return si_parse_int(arg, 1, INT32_MAX, &o->goaway_after);
+    case SI_OPT_CLOCK_FILE:
+        o->clock_file = arg;
+        return 0;
+    case SI_OPT_CONN_RECORD:
+        o->conn_record = arg;
         return 0;
     default:
         return -1;
