@@ -7,7 +7,7 @@ set -eu
 
 # Keep in step with deploy/Dockerfile, which installs the build list in its
 # first stage (a test compares the two).
-BUILD_PKGS="build-essential cmake pkg-config librdkafka-dev libcurl4-openssl-dev
+BUILD_PKGS="build-essential cmake pkg-config librdkafka-dev
 libcjson-dev libssl-dev libnghttp2-dev libmicrohttpd-dev libcmocka-dev kcat
 openssl python3 python3-jsonschema"
 TEST_PKGS="nghttp2-client curl clang llvm libclang-rt-14-dev

@@ -1,14 +1,25 @@
 /*
  * apns: the HTTP/2 client that delivers pushes to APNs.
  *
- * Requests are multiplexed as streams over a few long-lived TLS
- * connections (libcurl multi, CURLPIPE_MULTIPLEX); no thread and no
- * connection per push. The module authenticates with a shared provider
- * token (jwt.h) or, instead, with a TLS client certificate, gives every request
- * its own deadline, classifies each answer by the table of Apple's documented
- * statuses and reasons, and retries the transient ones with exponential
- * back-off and jitter until the push's give-up time. The caller hears about
- * each push exactly once, through the done callback, with its final result.
+ * Requests are multiplexed as HTTP/2 streams (libnghttp2) over a few
+ * long-lived TLS connections per APNs host (tlsconn.h), spread over them
+ * by load and never more per connection than the server's
+ * SETTINGS_MAX_CONCURRENT_STREAMS allows at the time; no thread and no
+ * connection per push. Urgent pushes (cancels) have a connection of their
+ * own as well, so no backlog of streams can hold them.
+ *
+ * The module authenticates with a shared provider token (jwt.h) or,
+ * instead, with a TLS client certificate; a connection never carries two
+ * provider tokens, so a renewed token moves traffic to new connections.
+ * Every attempt has its own deadline. The module classifies each answer by
+ * the table of Apple's documented statuses and reasons, and retries the
+ * transient ones with exponential back-off and jitter until the push's
+ * give-up time. A stream the server did not process (GOAWAY, a refused
+ * stream, a connection lost before any answer) is sent again on another
+ * connection without counting as an attempt. Idle connections are checked
+ * with HTTP/2 PING and replaced when the answer does not come. The caller
+ * hears about each push exactly once, through the done callback, with its
+ * final result.
  *
  * The module knows nothing of Kafka or of calls: "give up at" is the only
  * call semantics it sees.
@@ -25,12 +36,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <curl/curl.h>
+#include <poll.h>
 
 #include "jwt.h"
 
 #define APNS_ERR_MAX 256
-#define APNS_REASON_MAX 128
+#define APNS_REASON_MAX 384
 
 #define APNS_PRODUCTION_URL "https://api.push.apple.com"
 #define APNS_SANDBOX_URL "https://api.sandbox.push.apple.com"
@@ -49,8 +60,21 @@ struct apns_opts {
     const char *production_url; /* base URL, no trailing slash */
     const char *sandbox_url;
     const char *ca_file; /* NULL: the system's CA store */
-    int connections;     /* per host */
+    int connections;     /* per host, besides the urgent one */
     int timeout_ms;      /* one attempt's deadline */
+    /* A connection that received nothing for this long is sent a PING,
+     * and closed when no answer comes within the same time (or timeout_ms,
+     * if shorter). 0: the default, 60 s. */
+    int ping_interval_ms;
+    /* "http://[user:password@]host[:port]": connect through this proxy's
+     * CONNECT tunnel. NULL: directly, or, with proxy_from_env, through
+     * HTTPS_PROXY (or https_proxy) for every host NO_PROXY (or no_proxy)
+     * does not exempt. */
+    const char *proxy;
+    int proxy_from_env;
+    /* The wall clock in ms since the epoch, for the provider token's iat
+     * and give-up times. NULL: the real one (tests simulate hours). */
+    int64_t (*clock_ms)(void);
     /* Token authentication: every request carries this signer's provider
      * token. NULL with certificate authentication. */
     struct jwt *jwt;
@@ -108,9 +132,9 @@ void apns_free(struct apns *a);
  * inside this call. */
 int apns_submit(struct apns *a, const struct apns_push *push);
 
-/* Waits up to timeout_ms for socket activity, a due retry, or one of the
- * caller's extra descriptors, then returns. */
-void apns_wait(struct apns *a, struct curl_waitfd *extra, unsigned nextra,
+/* Waits up to timeout_ms for socket activity, a due timer, or one of the
+ * caller's extra descriptors (whose revents it fills), then returns. */
+void apns_wait(struct apns *a, struct pollfd *extra, unsigned nextra,
                int timeout_ms);
 
 /* Moves every transfer forward, starts due retries, and runs the done
@@ -122,6 +146,25 @@ size_t apns_inflight(const struct apns *a);
 
 /* TLS connections open to APNs now. */
 int apns_connections(const struct apns *a);
+
+/* What the connections went through, since apns_new(). */
+struct apns_stats {
+    uint64_t connects;       /* connections that became ready */
+    uint64_t connect_fails;  /* attempts that never became ready */
+    uint64_t goaways;        /* GOAWAY frames received */
+    uint64_t resent;         /* streams sent again, unprocessed or unanswered */
+    uint64_t timeouts;       /* attempts that hit their deadline */
+    uint64_t ping_fails;     /* connections closed for an unanswered PING */
+    uint64_t token_moves;    /* connections retired for a newer token */
+    uint64_t token_renewals; /* tokens signed for ExpiredProviderToken */
+};
+
+void apns_get_stats(const struct apns *a, struct apns_stats *out);
+
+/* The passphrase in a certificate key's password file (its first line),
+ * as a string the caller frees after OPENSSL_cleanse(); NULL with err
+ * set, naming CALLPUSH_APNS_CERT_PASSWORD_FILE. */
+char *apns_read_password(const char *path, char *err);
 
 /* The action for an HTTP status and APNs reason (pure; for tests too). */
 enum apns_action apns_classify(int status, const char *reason);

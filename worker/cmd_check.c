@@ -16,7 +16,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <curl/curl.h>
 #include <openssl/bio.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -27,6 +26,7 @@
 #include "apns.h"
 #include "jwt.h"
 #include "log.h"
+#include "tlsconn.h"
 #include "util.h"
 
 extern char **environ;
@@ -42,7 +42,8 @@ extern char **environ;
 struct check {
     struct config cfg;
     struct jwt *jwt;
-    const char *url;           /* the APNs base URL the worker would use */
+    char *cert_pass; /* certificate authentication: the key's passphrase */
+    const char *url; /* the APNs base URL the worker would use */
     char host[CHECK_HOST_MAX]; /* IPv6 without its brackets */
     char port[8];
     char where[CHECK_HOST_MAX + 16]; /* host:port, as shown */
@@ -285,11 +286,44 @@ check_config(struct check *c, int argc, char **argv)
     return 0;
 }
 
-/* Step: the signing key, loaded as the worker loads it. */
+/* With certificate authentication: the certificate and its key, loaded
+ * as the worker loads them. */
+static int
+check_cert(struct check *c)
+{
+    char err[APNS_ERR_MAX];
+    SSL_CTX *ctx;
+
+    if (c->cfg.apns_cert_password_file[0] != '\0') {
+        c->cert_pass = apns_read_password(c->cfg.apns_cert_password_file, err);
+        if (c->cert_pass == NULL) {
+            return step_fail("%s", err);
+        }
+    }
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL ||
+        tlsconn_use_cert(ctx, c->cfg.apns_cert_file, c->cfg.apns_cert_key_file,
+                         c->cert_pass, err) < 0) {
+        SSL_CTX_free(ctx);
+        return step_fail("client certificate: %s",
+                         ctx != NULL ? err : "no memory");
+    }
+    SSL_CTX_free(ctx);
+    step_ok("client certificate %s with key %s", c->cfg.apns_cert_file,
+            c->cfg.apns_cert_key_file);
+    return 0;
+}
+
+/* Step: the signing key, loaded as the worker loads it, or the client
+ * certificate when that is how the worker authenticates. */
 static int
 check_key(struct check *c)
 {
     char err[JWT_ERR_MAX];
+
+    if (c->cfg.apns_cert_file[0] != '\0') {
+        return check_cert(c);
+    }
 
     c->jwt = jwt_new(c->cfg.apns_key_file, c->cfg.apns_key_id,
                      c->cfg.apns_team_id, err);
@@ -308,6 +342,10 @@ check_token(struct check *c)
     int64_t iat = util_now_ms() / 1000;
     int rc;
 
+    if (c->jwt == NULL) {
+        step_ok("certificate authentication: no provider token needed");
+        return 0;
+    }
     rc = jwt_sign(c->jwt, iat, token, sizeof(token), err);
     OPENSSL_cleanse(token, sizeof(token));
     if (rc < 0) {
@@ -374,33 +412,16 @@ check_count_certs(SSL_CTX *ctx)
     return n;
 }
 
-/* libcurl's built-in CA file and directory, as copies the caller frees
- * (NULL for none): the worker's libcurl trusts them unless told otherwise,
- * and keeps trusting the directory when given a CA file. */
-static void
-check_curl_ca(char **file, char **dir)
-{
-    CURL *easy = curl_easy_init();
-    char *f = NULL, *d = NULL;
-
-    if (easy != NULL) {
-        curl_easy_getinfo(easy, CURLINFO_CAINFO, &f);
-        curl_easy_getinfo(easy, CURLINFO_CAPATH, &d);
-    }
-    *file = f != NULL ? xstrdup(f) : NULL;
-    *dir = d != NULL ? xstrdup(d) : NULL;
-    curl_easy_cleanup(easy);
-}
-
-/* Step: the certificate authorities, the ones libcurl trusts in the
- * worker. */
+/* Step: the certificate authorities the worker trusts: the CA file when
+ * one is configured, else OpenSSL's default store (which SSL_CERT_FILE
+ * and SSL_CERT_DIR move). */
 static int
 check_ca(struct check *c)
 {
     const char *mine = c->cfg.apns_ca_file;
-    char *def_file = NULL, *dir = NULL;
-    const char *file;
-    int n, result = -1;
+    const char *file = getenv(X509_get_default_cert_file_env());
+    const char *dir = getenv(X509_get_default_cert_dir_env());
+    int n;
 
     c->ctx = SSL_CTX_new(TLS_client_method());
     if (c->ctx == NULL) {
@@ -408,36 +429,34 @@ check_ca(struct check *c)
     }
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, check_on_verify);
+    if (c->cfg.apns_cert_file[0] != '\0') {
+        char err[TLSCONN_ERR_MAX];
 
-    check_curl_ca(&def_file, &dir);
-    file = mine[0] != '\0' ? mine : def_file;
-    if (file == NULL && dir == NULL) {
+        /* Loaded once already by check_key(): this cannot fail now. */
+        if (tlsconn_use_cert(c->ctx, c->cfg.apns_cert_file,
+                             c->cfg.apns_cert_key_file, c->cert_pass,
+                             err) < 0) {
+            return step_fail("client certificate: %s", err);
+        }
+    }
+
+    if (mine[0] != '\0') {
+        if (SSL_CTX_load_verify_locations(c->ctx, mine, NULL) != 1) {
+            return step_fail("CA bundle %s: no PEM certificate in it (%s)",
+                             mine, openssl_reason());
+        }
+        snprintf(c->trust, sizeof(c->trust), "the CA file %s", mine);
+    } else {
         SSL_CTX_set_default_verify_paths(c->ctx);
-        util_strlcpy(c->trust, "OpenSSL's default store", sizeof(c->trust));
-    } else if (SSL_CTX_load_verify_locations(c->ctx, file, dir) != 1) {
-        step_fail("CA bundle %s: no PEM certificate in it (%s)",
-                  file != NULL ? file : dir, openssl_reason());
-        goto done;
-    } else {
-        snprintf(c->trust, sizeof(c->trust), "%s %s",
-                 file == mine ? "the CA file" : "the system store",
-                 file != NULL ? file : dir);
+        snprintf(c->trust, sizeof(c->trust),
+                 "OpenSSL's default store %s and %s",
+                 file != NULL ? file : X509_get_default_cert_file(),
+                 dir != NULL ? dir : X509_get_default_cert_dir());
     }
-
     n = check_count_certs(c->ctx);
-    if (dir != NULL) {
-        step_ok("CA bundle: %s, %d certificate%s (libcurl also looks in %s)",
-                c->trust, n, n == 1 ? "" : "s", dir);
-    } else {
-        step_ok("CA bundle: %s, %d certificate%s", c->trust, n,
-                n == 1 ? "" : "s");
-    }
-    result = 0;
-
-done:
-    free(def_file);
-    free(dir);
-    return result;
+    step_ok("CA bundle: %s, %d certificate%s loaded", c->trust, n,
+            n == 1 ? "" : "s");
+    return 0;
 }
 
 /* Waits until fd is ready for events or the deadline passes. Returns 1
@@ -558,9 +577,9 @@ check_tls_reason(int error)
 }
 
 /*
- * Step: the TLS handshake, offering the protocols libcurl offers (h2,
+ * Step: the TLS handshake, offering the protocols the worker offers (h2,
  * then http/1.1), with the server's name or address verified against its
- * certificate as libcurl verifies it. No application data is written.
+ * certificate as the worker verifies it. No application data is written.
  */
 static int
 check_tls(struct check *c)
@@ -671,6 +690,10 @@ check_release(struct check *c)
     }
     SSL_CTX_free(c->ctx);
     jwt_free(c->jwt);
+    if (c->cert_pass != NULL) {
+        OPENSSL_cleanse(c->cert_pass, strlen(c->cert_pass));
+        free(c->cert_pass);
+    }
     config_release(&c->cfg);
     ERR_clear_error();
 }
@@ -698,11 +721,6 @@ cmd_check(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     memset(&c, 0, sizeof(c));
     c.fd = -1;
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "callpush check: libcurl failed to initialise\n");
-        return 1;
-    }
-
     rc = check_config(&c, argc, argv);
     for (i = 0; rc == 0 && i < UTIL_ARRAY_LEN(steps); i++) {
         rc = steps[i](&c);
@@ -711,7 +729,6 @@ cmd_check(int argc, char **argv)
         printf("all checks passed; nothing was sent to APNs\n");
     }
     check_release(&c);
-    curl_global_cleanup();
     fflush(stdout);
     return rc == 0 ? 0 : rc == CHECK_REFUSED ? 2 : 1;
 }

@@ -13,6 +13,7 @@
 #include "jwt.h"
 #include "log.h"
 #include "payload.h"
+#include "pipeline.h"
 #include "util.h"
 
 #define SEND_ERR_MAX 512
@@ -407,16 +408,9 @@ send_push(const struct config *cfg, struct jwt *jwt, struct apns_push *push,
     struct apns_opts ao;
     struct apns *a;
 
-    /* An explicit URL replaces both hosts, as in the worker. */
-    memset(&ao, 0, sizeof(ao));
-    ao.production_url =
-        cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_PRODUCTION_URL;
-    ao.sandbox_url =
-        cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_SANDBOX_URL;
-    ao.ca_file = cfg->apns_ca_file[0] != '\0' ? cfg->apns_ca_file : NULL;
+    /* The worker's own settings, on one connection. */
+    pipeline_apns_opts(cfg, jwt, &ao);
     ao.connections = 1;
-    ao.timeout_ms = cfg->apns_timeout_ms;
-    ao.jwt = jwt;
     a = apns_new(&ao, send_on_done, msg);
     if (a == NULL) {
         snprintf(err, SEND_ERR_MAX, "APNs client: %s", msg);
@@ -540,8 +534,12 @@ cmd_send(int argc, char **argv)
         goto done;
     }
 
-    jwt = jwt_new(cfg.apns_key_file, cfg.apns_key_id, cfg.apns_team_id, msg);
-    if (jwt == NULL) {
+    /* With certificate authentication there is no token to sign. */
+    if (cfg.apns_cert_file[0] == '\0') {
+        jwt =
+            jwt_new(cfg.apns_key_file, cfg.apns_key_id, cfg.apns_team_id, msg);
+    }
+    if (jwt == NULL && cfg.apns_cert_file[0] == '\0') {
         fprintf(stderr, "callpush send: APNs signing key: %s\n", msg);
         goto done;
     }

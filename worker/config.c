@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tlsconn.h"
 #include "util.h"
 
 #define KAFKA_ENV_PREFIX "CALLPUSH_KAFKA_"
@@ -95,6 +96,17 @@ const struct config_setting config_settings[] = {
     {"CALLPUSH_APNS_TIMEOUT_MS", "apns-timeout-ms", "MS", "10000",
      "Deadline of one request to APNs, from 100 to 120000 milliseconds.",
      CONFIG_RULE_INT, 100, 120000, offsetof(struct config, apns_timeout_ms)},
+    {"CALLPUSH_APNS_PING_INTERVAL_MS", "apns-ping-interval-ms", "MS", "60000",
+     "A connection to APNs that received nothing for this long is sent an "
+     "HTTP/2 PING, and replaced when no answer comes as fast; from 100 to "
+     "3600000 milliseconds.",
+     CONFIG_RULE_INT, 100, 3600000,
+     offsetof(struct config, apns_ping_interval_ms)},
+    {"CALLPUSH_APNS_PROXY", "apns-proxy", "http://[USER:PASS@]HOST[:PORT]", "",
+     "HTTP proxy for APNs, used through CONNECT; the port defaults to 1080. "
+     "Empty means HTTPS_PROXY (or https_proxy), unless NO_PROXY names the "
+     "APNs host.",
+     CONFIG_RULE_PROXY, 0, 0, offsetof(struct config, apns_proxy)},
     {"CALLPUSH_MAX_INFLIGHT", "max-inflight", "N", "1000",
      "Most pushes in flight at once, from 1 to 100000; the worker stops "
      "reading Kafka while it is reached.",
@@ -269,6 +281,9 @@ rule_text(const struct config_setting *s, char *out, size_t len)
     case CONFIG_RULE_URL:
         util_strlcpy(out, "must be https://host or https://host:port, no path",
                      len);
+        break;
+    case CONFIG_RULE_PROXY:
+        util_strlcpy(out, "must be http://[user:password@]host[:port]", len);
         break;
     case CONFIG_RULE_FILE:
     case CONFIG_RULE_FILE_OPT:
@@ -450,6 +465,19 @@ check_brokers(const char *v)
 
 /* Checks an https URL with no path and returns a copy of it without the
  * one trailing slash it may have; NULL when it breaks the rule. */
+static int
+check_proxy(const char *value)
+{
+    struct tlsconn_target t;
+    char err[TLSCONN_ERR_MAX];
+    int rc;
+
+    memset(&t, 0, sizeof(t));
+    rc = tlsconn_parse_proxy(&t, value, err);
+    free(t.proxy_auth);
+    return rc;
+}
+
 static char *
 check_url(const char *v)
 {
@@ -588,6 +616,9 @@ setting_apply(struct config *cfg, const struct config_setting *s,
             copy = check_url(value);
             bad = copy == NULL;
         }
+        break;
+    case CONFIG_RULE_PROXY:
+        bad = n > 0 && check_proxy(value) < 0;
         break;
     case CONFIG_RULE_FILE_OPT:
         bad = n > 0 && check_file(value, &cause) < 0;
@@ -1211,6 +1242,28 @@ describe_str(struct buf *b, const char *s)
     free(copy);
 }
 
+/* A proxy URL with its password, if any, replaced by "***". */
+static void
+describe_proxy(struct buf *b, const char *v)
+{
+    const char *scheme = v != NULL ? strstr(v, "://") : NULL;
+    const char *user = scheme != NULL ? scheme + 3 : v;
+    const char *at, *colon;
+    struct buf masked;
+
+    if (v == NULL || (at = strchr(user, '@')) == NULL) {
+        describe_str(b, v != NULL ? v : "");
+        return;
+    }
+    colon = memchr(user, ':', (size_t)(at - user));
+    buf_init(&masked, 1024);
+    buf_add(&masked, v, (size_t)((colon != NULL ? colon : at) - v));
+    buf_adds(&masked, colon != NULL ? ":***" : "");
+    buf_adds(&masked, at);
+    describe_str(b, masked.data);
+    buf_release(&masked);
+}
+
 void
 config_describe(const struct config *cfg, struct buf *b)
 {
@@ -1238,6 +1291,8 @@ config_describe(const struct config *cfg, struct buf *b)
             const enum log_level *level = member_const(cfg, s);
 
             buf_json_strz(b, log_level_name(*level));
+        } else if (s->rule == CONFIG_RULE_PROXY) {
+            describe_proxy(b, *(char *const *)member_const(cfg, s));
         } else {
             const char *v = *(char *const *)member_const(cfg, s);
 

@@ -46,9 +46,10 @@ struct config {
         *apns_key_file, *apns_key_id, *apns_team_id;
     /* Certificate authentication: "" when the provider token is used. */
     char *apns_cert_file, *apns_cert_key_file, *apns_cert_password_file;
-    char *push_type; /* "alert" or "voip" */
-    int apns_connections, apns_timeout_ms, max_inflight, ring_timeout_s,
-        cancel_expiration_s;
+    char *push_type;  /* "alert" or "voip" */
+    char *apns_proxy; /* "": HTTPS_PROXY and NO_PROXY decide */
+    int apns_connections, apns_timeout_ms, apns_ping_interval_ms, max_inflight,
+        ring_timeout_s, cancel_expiration_s;
     char *http_addr;
     int shutdown_budget_s, summary_interval_s;
     int dedupe_window_s, dedupe_entries, tombstone_entries, min_ring_left_s;
@@ -66,6 +67,7 @@ enum config_rule {
     CONFIG_RULE_GROUP,     /* 1..255 bytes, no control characters */
     CONFIG_RULE_APNS_ENV,  /* production | sandbox */
     CONFIG_RULE_URL,       /* https://host[:port], empty for none */
+    CONFIG_RULE_PROXY,     /* http://[user:pass@]host[:port], or empty */
     CONFIG_RULE_FILE,      /* a readable regular file */
     CONFIG_RULE_FILE_OPT,  /* the same, or empty for none */
     CONFIG_RULE_BUNDLE,    /* an app bundle id: [A-Za-z0-9.-] */

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
-#include <curl/curl.h>
+#include <nghttp2/nghttp2.h>
 #include <librdkafka/rdkafka.h>
 #include <openssl/crypto.h>
 
@@ -59,9 +59,7 @@ log_startup(const struct config *cfg)
     config_describe(cfg, &desc);
     log_str(line, "version", CALLPUSH_VERSION);
     log_str(line, "librdkafka", rd_kafka_version_str());
-    log_str(line, "libcurl", curl_version_info(CURLVERSION_NOW)->version);
-    log_str(line, "nghttp2",
-            curl_version_info(CURLVERSION_NOW)->nghttp2_version);
+    log_str(line, "nghttp2", nghttp2_version(0)->version_str);
     log_str(line, "openssl", OpenSSL_version(OPENSSL_VERSION));
     log_str(line, "cjson", cJSON_Version());
     if (!buf_overflowed(&desc)) {

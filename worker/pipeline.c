@@ -784,11 +784,11 @@ update_gauges(struct pipeline *pl)
 static void
 step(struct pipeline *pl, int more)
 {
-    struct curl_waitfd wfd;
+    struct pollfd wfd;
 
     update_gauges(pl);
     wfd.fd = pl->wake[0];
-    wfd.events = CURL_WAIT_POLLIN;
+    wfd.events = POLLIN;
     wfd.revents = 0;
     consumer_store(pl->consumer);
     log_flush();
@@ -902,11 +902,38 @@ make_wake_pipe(int fds[2], char *err)
     return 0;
 }
 
+void
+pipeline_apns_opts(const struct config *cfg, struct jwt *jwt,
+                   struct apns_opts *ao)
+{
+    memset(ao, 0, sizeof(*ao));
+    /* An explicit URL replaces both hosts: stand-ins and proxies serve
+     * either environment. */
+    ao->production_url =
+        cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_PRODUCTION_URL;
+    ao->sandbox_url =
+        cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_SANDBOX_URL;
+    ao->ca_file = cfg->apns_ca_file[0] != '\0' ? cfg->apns_ca_file : NULL;
+    ao->connections = cfg->apns_connections;
+    ao->timeout_ms = cfg->apns_timeout_ms;
+    ao->ping_interval_ms = cfg->apns_ping_interval_ms;
+    ao->proxy = cfg->apns_proxy[0] != '\0' ? cfg->apns_proxy : NULL;
+    ao->proxy_from_env = ao->proxy == NULL;
+    ao->jwt = jwt;
+    if (cfg->apns_cert_file[0] != '\0') {
+        ao->jwt = NULL;
+        ao->cert_file = cfg->apns_cert_file;
+        ao->cert_key_file = cfg->apns_cert_key_file;
+        ao->cert_password_file = cfg->apns_cert_password_file[0] != '\0'
+                                     ? cfg->apns_cert_password_file
+                                     : NULL;
+    }
+}
+
 struct pipeline *
 pipeline_new(const struct config *cfg, char *err)
 {
     struct pipeline *pl = xcalloc(1, sizeof(*pl));
-    const char *prod, *sand;
     struct apns_opts ao;
     struct gate_opts go;
     char msg[PIPELINE_ERR_MAX / 2];
@@ -942,24 +969,7 @@ pipeline_new(const struct config *cfg, char *err)
         }
     }
 
-    /* An explicit URL replaces both hosts: stand-ins and proxies serve
-     * either environment. */
-    prod = cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_PRODUCTION_URL;
-    sand = cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_SANDBOX_URL;
-    memset(&ao, 0, sizeof(ao));
-    ao.production_url = prod;
-    ao.sandbox_url = sand;
-    ao.ca_file = cfg->apns_ca_file[0] != '\0' ? cfg->apns_ca_file : NULL;
-    ao.connections = cfg->apns_connections;
-    ao.timeout_ms = cfg->apns_timeout_ms;
-    ao.jwt = pl->jwt;
-    if (cfg->apns_cert_file[0] != '\0') {
-        ao.cert_file = cfg->apns_cert_file;
-        ao.cert_key_file = cfg->apns_cert_key_file;
-        ao.cert_password_file = cfg->apns_cert_password_file[0] != '\0'
-                                    ? cfg->apns_cert_password_file
-                                    : NULL;
-    }
+    pipeline_apns_opts(cfg, pl->jwt, &ao);
     ao.wanted = push_wanted;
     go.dedupe_window_ms = cfg->dedupe_window_s * 1000LL;
     go.tombstone_ttl_ms = PIPELINE_TOMBSTONE_TTL_MS;

@@ -5,9 +5,9 @@
  * as a dead device token, or dead-lettered. Only a settled event is marked
  * final for the commit.
  *
- * One thread drives everything: it sleeps in apns_wait() on libcurl's
- * sockets and on one pipe that librdkafka's queues and the signal handler
- * write to, so neither Kafka nor APNs can block the other.
+ * One thread drives everything: it sleeps in apns_wait() on the APNs
+ * connections' sockets and on one pipe that librdkafka's queues and the signal
+ * handler write to, so neither Kafka nor APNs can block the other.
  *
  * Thread safety: pipeline_stop() may be called from a signal handler; the
  * rest from the thread that runs pipeline_run().
@@ -15,7 +15,9 @@
 #ifndef CALLPUSH_PIPELINE_H
 #define CALLPUSH_PIPELINE_H
 
+#include "apns.h"
 #include "config.h"
+#include "jwt.h"
 
 #define PIPELINE_ERR_MAX 512
 
@@ -40,5 +42,11 @@ int pipeline_run(struct pipeline *pl);
 int pipeline_stop(struct pipeline *pl);
 
 void pipeline_free(struct pipeline *pl);
+
+/* The APNs client's options for cfg, as the worker uses them; jwt is the
+ * provider token signer (ignored with certificate authentication). The
+ * caller sets the callbacks it needs. */
+void pipeline_apns_opts(const struct config *cfg, struct jwt *jwt,
+                        struct apns_opts *ao);
 
 #endif

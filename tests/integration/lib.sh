@@ -13,6 +13,10 @@ KEY_ID=ABC123DEFG
 TEAM_ID=DEF123GHIJ
 BUNDLE=com.example.callpush
 
+# Every socket a test opens is on 127.0.0.1: a proxy from the calling
+# environment would send the worker's APNs connections elsewhere.
+unset HTTPS_PROXY https_proxy NO_PROXY no_proxy
+
 T=$(mktemp -d "${TMPDIR:-/tmp}/callpush-test.XXXXXX")
 PIDS=()
 PASSED=0
@@ -108,6 +112,22 @@ start_apns() {
         return 1
     }
     APNS_URL="https://127.0.0.1:$(cat "$T/apns.port")"
+}
+
+# start_proxy [FLAGS...]: the CONNECT proxy of tests/tools, its requests
+# logged in $T/proxy.jsonl; sets PROXY_URL.
+start_proxy() {
+    : >"$T/proxy.jsonl"
+    rm -f "$T/proxy.port"
+    $PY "$CALLPUSH_SRC/tests/tools/connect_proxy.py" --port-file \
+        "$T/proxy.port" --log "$T/proxy.jsonl" "$@" 2>"$T/proxy.log" &
+    PIDS+=($!)
+    PROXY_PID=$!
+    wait_until 20 test -s "$T/proxy.port" || {
+        echo "proxy did not start" >&2
+        return 1
+    }
+    PROXY_URL="http://127.0.0.1:$(cat "$T/proxy.port")"
 }
 
 # The environment a worker runs with against the stand-ins, less how it

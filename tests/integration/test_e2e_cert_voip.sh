@@ -6,6 +6,7 @@
 #   (b) the same with the key encrypted and its passphrase in a file;
 #   (c) token and certificate settings together, or neither, are refused
 #       at start with one line naming the settings;
+#   (e) `callpush send` and `callpush check` work in certificate mode;
 #   (d) in voip mode (token auth) the push goes as push type voip to the
 #       topic BUNDLE.voip, and a payload over 4096 bytes (but within 5120)
 #       is sent whole, where alert mode would have shortened it.
@@ -178,5 +179,30 @@ sys.exit(0 if 4096 < n <= 5120 and whole else 1)
 PYEOF
 }
 check "voip: a payload over 4096 bytes is sent whole" size_ok
+
+# --- (e) send and check with a certificate ---------------------------------
+TOK_E=$(tok 5)
+cert_cmd() { # cert_cmd NAME ARGS...: callpush ARGS with certificate auth
+    local name=$1
+    shift
+    env -i PATH="$PATH" $(worker_base_env) \
+        CALLPUSH_APNS_CERT_FILE="$C/client.crt" \
+        CALLPUSH_APNS_CERT_KEY_FILE="$C/client-enc.key" \
+        CALLPUSH_APNS_CERT_PASSWORD_FILE="$C/client.pass" \
+        "$CALLPUSH_BUILD/callpush" "$@" >"$T/$name.out" 2>&1
+}
+check "send, certificate mode: exits 0" cert_cmd send_cert send \
+    --token "$TOK_E" --call-id call-cert-send --msgid 105
+check "send, certificate mode: the stand-in accepted it" \
+    test "$(record_of "$TOK_E" status)" = 200
+check "send, certificate mode: the stand-in saw the certificate" \
+    test "$(record_of "$TOK_E" client_cert)" != null
+check "send, certificate mode: no authorization header" \
+    test "$(record_of "$TOK_E" headers.authorization)" = missing
+check "check, certificate mode: passes" cert_cmd check_cert check
+check "check, certificate mode: names the certificate" \
+    grep -q "ok: client certificate $C/client.crt" "$T/check_cert.out"
+check "check, certificate mode: signs no token" \
+    grep -q "no provider token needed" "$T/check_cert.out"
 
 finish

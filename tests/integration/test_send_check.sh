@@ -198,7 +198,7 @@ run check_sys CALLPUSH_APNS_CA_FILE= -- check
 check "check: the system store does not trust the stand-in" failed_at \
     check_sys "APNs certificate not trusted: self-signed certificate"
 check "check: names the system store" has check_sys \
-    "checked against the system store"
+    "checked against OpenSSL's default store"
 
 printf 'not a key\n' >"$T/junk.p8"
 run check_junk CALLPUSH_APNS_KEY_FILE="$T/junk.p8" -- check
