@@ -728,8 +728,13 @@ consume_lane(struct pipeline *pl, enum consumer_lane lane)
 static int
 consume(struct pipeline *pl)
 {
+    size_t before = apns_inflight(pl->apns);
     int more = consume_lane(pl, LANE_CANCEL);
 
+    /* Cancels just read go out now, not after a batch of invites. */
+    if (apns_inflight(pl->apns) != before) {
+        apns_run(pl->apns);
+    }
     return consume_lane(pl, LANE_INVITE) | more;
 }
 

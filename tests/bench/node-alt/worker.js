@@ -31,7 +31,8 @@
 //   Node's HTTP/2 session;
 // - MultiProvider with clientCount = APNS_CONNECTIONS, the pool that
 //   node-apn documents for more than one connection;
-// - maxWaitTimeInMs 10 and heartbeat/session times as callpush's tests
+// - maxWaitTimeInMs from FETCH_WAIT_MS (the driver sets callpush's
+//   fetch.wait.max.ms to the same), heartbeat/session times as callpush's
 //   set them, so both sides fetch and join groups alike.
 //
 // Logs: one line on stdout when partitions are assigned (the driver waits
@@ -171,7 +172,7 @@ const consumer = kafka.consumer({
   groupId: env.GROUP || 'node-alt',
   sessionTimeout: 6000,
   heartbeatInterval: 500,
-  maxWaitTimeInMs: 10,
+  maxWaitTimeInMs: parseInt(env.FETCH_WAIT_MS || '10', 10),
 });
 
 async function main() {
