@@ -26,6 +26,7 @@
 #include "apns.h"
 #include "jwt.h"
 #include "log.h"
+#include "pipeline.h"
 #include "tlsconn.h"
 #include "util.h"
 
@@ -272,16 +273,14 @@ check_config(struct check *c, int argc, char **argv)
         return CHECK_REFUSED;
     }
 
-    if (c->cfg.apns_url[0] != '\0') {
-        c->url = c->cfg.apns_url;
-    } else if (strcmp(c->cfg.apns_env, "sandbox") == 0) {
-        c->url = APNS_SANDBOX_URL;
-    } else {
-        c->url = APNS_PRODUCTION_URL;
-    }
+    c->url =
+        pipeline_apns_url(&c->cfg, strcmp(c->cfg.apns_env, "sandbox") == 0);
     check_split_url(c);
     step_ok("configuration (APNs %s%s, %s environment, topic %s)", c->url,
-            c->cfg.apns_url[0] != '\0' ? " from CALLPUSH_APNS_URL" : "",
+            c->url == c->cfg.apns_url ? " from CALLPUSH_APNS_URL"
+            : c->url == c->cfg.apns_sandbox_url
+                ? " from CALLPUSH_APNS_SANDBOX_URL"
+                : "",
             c->cfg.apns_env, c->cfg.apns_topic);
     return 0;
 }

@@ -483,10 +483,7 @@ send_request_build(struct send_request *req, const struct config *cfg,
     /* A few retries at most: a person is waiting for the answer. */
     p->give_up_ms = util_now_ms() + cfg->apns_timeout_ms;
     snprintf(req->url, sizeof(req->url), "%s/3/device/%s",
-             cfg->apns_url[0] != '\0' ? cfg->apns_url
-             : sandbox                ? APNS_SANDBOX_URL
-                                      : APNS_PRODUCTION_URL,
-             p->token);
+             pipeline_apns_url(cfg, sandbox), p->token);
     return 0;
 }
 

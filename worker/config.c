@@ -55,6 +55,10 @@ const struct config_setting config_settings[] = {
      "Sends every push to this server instead of the environment's APNs "
      "host, for a stand-in or a forwarding proxy. No path.",
      CONFIG_RULE_URL, 0, 0, offsetof(struct config, apns_url)},
+    {"CALLPUSH_APNS_SANDBOX_URL", "apns-sandbox-url", "https://HOST[:PORT]", "",
+     "Sends pushes for sandbox device tokens to this server instead; empty "
+     "means CALLPUSH_APNS_URL when that is set, else Apple's sandbox host.",
+     CONFIG_RULE_URL, 0, 0, offsetof(struct config, apns_sandbox_url)},
     {"CALLPUSH_APNS_CA_FILE", "apns-ca-file", "FILE", "",
      "PEM file of the certificate authorities trusted for the APNs server; "
      "empty means the system's.",

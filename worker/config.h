@@ -42,8 +42,8 @@ struct config_kv {
 
 struct config {
     char *brokers, *group, *invite_topic, *cancel_topic, *feedback_topic,
-        *dlq_topic, *apns_env, *apns_url, *apns_ca_file, *apns_topic,
-        *apns_key_file, *apns_key_id, *apns_team_id;
+        *dlq_topic, *apns_env, *apns_url, *apns_sandbox_url, *apns_ca_file,
+        *apns_topic, *apns_key_file, *apns_key_id, *apns_team_id;
     /* Certificate authentication: "" when the provider token is used. */
     char *apns_cert_file, *apns_cert_key_file, *apns_cert_password_file;
     char *push_type;  /* "alert" or "voip" */

@@ -907,17 +907,27 @@ make_wake_pipe(int fds[2], char *err)
     return 0;
 }
 
+const char *
+pipeline_apns_url(const struct config *cfg, int sandbox)
+{
+    /* An explicit URL replaces both hosts: stand-ins and proxies serve
+     * either environment, unless sandbox has its own. */
+    if (sandbox && cfg->apns_sandbox_url[0] != '\0') {
+        return cfg->apns_sandbox_url;
+    }
+    if (cfg->apns_url[0] != '\0') {
+        return cfg->apns_url;
+    }
+    return sandbox ? APNS_SANDBOX_URL : APNS_PRODUCTION_URL;
+}
+
 void
 pipeline_apns_opts(const struct config *cfg, struct jwt *jwt,
                    struct apns_opts *ao)
 {
     memset(ao, 0, sizeof(*ao));
-    /* An explicit URL replaces both hosts: stand-ins and proxies serve
-     * either environment. */
-    ao->production_url =
-        cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_PRODUCTION_URL;
-    ao->sandbox_url =
-        cfg->apns_url[0] != '\0' ? cfg->apns_url : APNS_SANDBOX_URL;
+    ao->production_url = pipeline_apns_url(cfg, 0);
+    ao->sandbox_url = pipeline_apns_url(cfg, 1);
     ao->ca_file = cfg->apns_ca_file[0] != '\0' ? cfg->apns_ca_file : NULL;
     ao->connections = cfg->apns_connections;
     ao->timeout_ms = cfg->apns_timeout_ms;

@@ -43,6 +43,9 @@ int pipeline_stop(struct pipeline *pl);
 
 void pipeline_free(struct pipeline *pl);
 
+/* The APNs base URL pushes for one environment go to. */
+const char *pipeline_apns_url(const struct config *cfg, int sandbox);
+
 /* The APNs client's options for cfg, as the worker uses them; jwt is the
  * provider token signer (ignored with certificate authentication). The
  * caller sets the callbacks it needs. */
