@@ -15,7 +15,10 @@ generated traffic:
                (one device token and one apns-id for all, so the same
                request size), connections and streams straight to the
                stand-in: what the stand-in and loopback allow, with no
-               Kafka and no client work.
+               Kafka and no client work. In the latency scenario the
+               ceiling column is Kafka alone instead: a kcat consumer of
+               the same stream, beside callpush, timing each event's
+               arrival; no pipeline can push sooner than that.
   transport    tests/bench/transport_bench.c: callpush's own APNs client
                (worker/apns.h) sending the same pushes, no Kafka.
   alternative  tests/bench/node-alt/worker.js: KafkaJS + @parse/node-apn,
@@ -99,6 +102,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -733,6 +737,40 @@ def slow_bound(ctx, sizes):
     return streams / (sizes["slow_delay_ms"] / 1000.0)
 
 
+class KafkaFloor:
+    """A kcat consumer of its own group, reading the latency scenario's
+    stream beside the worker and noting when each event arrives: the
+    latency of Kafka alone (producer, mock cluster, one fetch), below which
+    no consumer of the same stream can push. kcat waits at most
+    FETCH_WAIT_MS per fetch, as the workers do."""
+
+    def __init__(self, stage):
+        self.lat = []
+        self.p = subprocess.Popen(
+            ["kcat", "-b", stage.brokers, "-G", "latency-floor",
+             "-X", "fetch.wait.max.ms=%d" % FETCH_WAIT_MS, "-u",
+             "-f", "%s\n", "call.invite"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.p.stdout:
+            now = time.time() * 1000
+            at = line.find(b'"created_at":')
+            if at >= 0:
+                end = at + 13
+                while end < len(line) and line[end:end + 1].isdigit():
+                    end += 1
+                self.lat.append(now - int(line[at + 13:end]))
+
+    def stop(self):
+        self.p.kill()
+        self.p.wait()
+        return {"p50_ms": pct(self.lat, 50), "p99_ms": pct(self.lat, 99),
+                "max_ms": max(self.lat) if self.lat else None,
+                "accepted": len(self.lat)}
+
+
 def scenario_latency(ctx, side, sizes):
     rate, secs = sizes["latency_rate"], sizes["latency_s"]
     total = rate * secs
@@ -743,8 +781,11 @@ def scenario_latency(ctx, side, sizes):
         worker = start_worker(ctx, stage, side)
         producer = stage.producer("call.invite")
         wait_ready(worker)
+        floor = KafkaFloor(stage) if side == "callpush" else None
         tail = Tail(stage.record)
         start_counting(worker)
+        # The floor's consumer joins its group before any event is sent.
+        time.sleep(5 if floor is not None else 0)
 
         created = {}
         sent, start = 0, time.time()
@@ -782,6 +823,8 @@ def scenario_latency(ctx, side, sizes):
         res["p50_ms"] = pct(lat, 50)
         res["p99_ms"] = pct(lat, 99)
         res["max_ms"] = max(lat) if lat else None
+        if floor is not None:
+            res["kafka_floor"] = floor.stop()
         return res
     finally:
         ctx.stop_all()
@@ -1057,6 +1100,9 @@ def main(argv):
                     note("%s/%s failed: %s" % (scen, side, e))
                     continue
                 r = results[scen][side]
+                if "kafka_floor" in r:
+                    # Shown in the ceiling column: nothing can be faster.
+                    results[scen]["ceiling"] = r.pop("kafka_floor")
                 note("%s/%s: %s accepted, %s pushes/s, %.0f s" % (
                     scen, side, r.get("accepted"),
                     fmt(r.get("pushes_per_s"), ""), time.time() - t))
