@@ -41,6 +41,13 @@
 /* Longest an urgent push waits for a push to the same device that is on
  * the wire, to arrive after it. */
 #define APNS_ORDER_WAIT_MS 250
+/* A connection quiet this long is sent a PING with the next request, and
+ * one whose stream passed its deadline with nothing heard since is
+ * checked by a PING too; either PING gets this long. A silent
+ * connection (a NAT that dropped it) is so found in seconds, not after
+ * the idle PING interval. */
+#define APNS_QUIET_MS 5000
+#define APNS_CHECK_PING_MS 2000
 
 /* A doubly linked list of requests; a request is on at most one. */
 struct req_list {
@@ -99,10 +106,13 @@ struct apns_conn {
     const uint8_t *pend; /* nghttp2's buffer, not yet copied into out */
     size_t pend_len;
 
+    uint64_t answers;         /* responses received */
     int64_t connect_deadline; /* monotonic ms */
     int64_t last_recv;        /* monotonic ms of the last frame */
     int64_t ping_sent;        /* monotonic ms, 0 for no PING out */
-    uint64_t token_gen;       /* provider token it carried, 0 for none */
+    int ping_limit;           /* ms the PING out may take */
+    int suspect;        /* no new streams until the PING out is answered */
+    uint64_t token_gen; /* provider token it carried, 0 for none */
 };
 
 struct apns_host {
@@ -706,11 +716,20 @@ start_due(struct apns *a)
 
 /* ---- connections ------------------------------------------------------- */
 
+/*
+ * One line per change of a connection. Changes are few (connections are
+ * kept), so each is logged; only failures to connect, which repeat while a
+ * host is down, are counted rather than repeated.
+ */
 static void
 conn_log(const struct apns_conn *c, enum log_level level, const char *msg,
-         const char *why)
+         const char *why, int64_t resent)
 {
-    struct buf *line = log_begin_limited(level, msg, c->host->url);
+    const struct tlsconn_target *t = &c->host->target;
+    struct buf *line = level >= LOG_WARN
+                           ? log_begin_limited(level, msg, c->host->url)
+                           : log_begin(level, msg);
+    char proxy[TLSCONN_HOST_MAX + 16];
 
     if (line == NULL) {
         return;
@@ -718,8 +737,15 @@ conn_log(const struct apns_conn *c, enum log_level level, const char *msg,
     log_str(line, "apns_host", c->host->authority);
     log_int(line, "conn", (int64_t)c->id);
     log_int(line, "urgent", c->urgent);
+    if (t->proxy_host[0] != '\0') {
+        snprintf(proxy, sizeof(proxy), "%s:%d", t->proxy_host, t->proxy_port);
+        log_str(line, "proxy", proxy);
+    }
     if (why != NULL) {
         log_str(line, "reason", why);
+    }
+    if (resent >= 0) {
+        log_int(line, "resent", resent);
     }
     log_end(line);
 }
@@ -748,7 +774,7 @@ conn_retire(struct apns_conn *c, const char *why)
     }
     c->state = CONN_DRAINING;
     util_strlcpy(c->why, why, sizeof(c->why));
-    conn_log(c, LOG_INFO, "apns connection retired", why);
+    conn_log(c, LOG_INFO, "apns connection retired", why, -1);
 }
 
 static int
@@ -766,8 +792,13 @@ on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name,
         return 0;
     }
     if (namelen == 7 && memcmp(name, ":status", 7) == 0 && valuelen == 3) {
-        r->status =
+        int status =
             (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+
+        /* An informational answer (1xx) is not the answer. */
+        if (status >= 200) {
+            r->status = status;
+        }
     } else if (namelen == 7 && memcmp(name, "apns-id", 7) == 0 &&
                valuelen < sizeof(r->resp_id)) {
         memcpy(r->resp_id, value, valuelen);
@@ -806,7 +837,12 @@ on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t error_code,
     if (r == NULL || r->conn != c) {
         return 0;
     }
-    if (error_code == NGHTTP2_NO_ERROR && r->status != 0) {
+    /* A final status is APNs's decision, however the stream then ends. */
+    if (r->status != 0) {
+        /* The host answers: connecting to it works again. */
+        c->answers++;
+        c->host->connect_failures = 0;
+        c->host->last_error[0] = '\0';
         req_unlink(r);
         parse_answer(r);
         /* Some answers say the connection itself is done for. */
@@ -837,6 +873,7 @@ on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *ud)
     c->last_recv = util_mono_ms();
     if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK)) {
         c->ping_sent = 0;
+        c->suspect = 0;
     } else if (f->hd.type == NGHTTP2_GOAWAY) {
         const nghttp2_goaway *g = &f->goaway;
         int dlen = g->opaque_data_len > 100 ? 100 : (int)g->opaque_data_len;
@@ -936,10 +973,8 @@ conn_ready(struct apns_conn *c)
     c->out = xmalloc(APNS_OUT_MAX);
     c->state = CONN_READY;
     c->last_recv = util_mono_ms();
-    c->host->connect_failures = 0;
-    c->host->last_error[0] = '\0';
     a->stats.connects++;
-    conn_log(c, LOG_INFO, "apns connection open", NULL);
+    conn_log(c, LOG_INFO, "apns connection open", NULL, -1);
 }
 
 /* Frees c after sending its unanswered requests again elsewhere. */
@@ -966,26 +1001,22 @@ conn_destroy(struct apns_conn *c)
             h->live--;
         }
     }
-    if (c->h2 == NULL) {
+    /* A connection that ends before any answer (refused, a handshake
+     * that fails, a server that closes at once) delays the next one, so
+     * a broken host gets no storm of connections. */
+    if (c->answers == 0) {
         int64_t wait = (int64_t)100
                        << (h->connect_failures < 6 ? h->connect_failures : 6);
 
         h->connect_failures++;
         h->connect_at = util_mono_ms() + wait;
         util_strlcpy(h->last_error, why, sizeof(h->last_error));
+    }
+    if (c->h2 == NULL) {
         a->stats.connect_fails++;
-        conn_log(c, LOG_WARN, "apns connection failed", why);
+        conn_log(c, LOG_WARN, "apns connection failed", why, -1);
     } else {
-        struct buf *line =
-            log_begin_limited(LOG_INFO, "apns connection closed", why);
-
-        if (line != NULL) {
-            log_str(line, "apns_host", h->authority);
-            log_int(line, "conn", (int64_t)c->id);
-            log_str(line, "reason", why);
-            log_int(line, "resent", (int64_t)resent);
-            log_end(line);
-        }
+        conn_log(c, LOG_INFO, "apns connection closed", why, (int64_t)resent);
     }
     for (pp = &h->conns; *pp != c; pp = &(*pp)->next) {
     }
@@ -1018,13 +1049,26 @@ conn_reap(struct apns_host *h)
     }
 }
 
+/* Sends a PING unless one is out already; no answer within limit_ms
+ * closes the connection. */
+static void
+conn_ping(struct apns_conn *c, int limit_ms)
+{
+    if (c->ping_sent != 0 || c->h2 == NULL) {
+        return;
+    }
+    nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
+    c->ping_sent = util_mono_ms();
+    c->ping_limit = limit_ms;
+}
+
 /* Streams c may open now. */
 static size_t
 conn_room(struct apns_conn *c)
 {
     uint32_t max;
 
-    if (c->state != CONN_READY || c->closing) {
+    if (c->state != CONN_READY || c->closing || c->suspect) {
         return 0;
     }
     max = nghttp2_session_get_remote_settings(
@@ -1120,6 +1164,11 @@ stream_open(struct apns_conn *c, struct apns_req *r)
         /* Stream ids ran out, or the session is closing. */
         conn_retire(c, nghttp2_strerror(id));
         return -1;
+    }
+    if (util_mono_ms() - c->last_recv >= APNS_QUIET_MS) {
+        /* Until the answer, more requests go elsewhere. */
+        c->suspect = 1;
+        conn_ping(c, APNS_CHECK_PING_MS);
     }
     req_unlink(r);
     r->stream_id = id;
@@ -1337,9 +1386,42 @@ conn_io(struct apns_conn *c)
         }
         return;
     }
-    if (rev & (POLLIN | POLLERR | POLLHUP) || SSL_pending(c->tls.ssl) > 0) {
+    /* TLS may need the socket writable to go on reading (a key update). */
+    if (rev & (POLLIN | POLLERR | POLLHUP) ||
+        (rev & POLLOUT && c->tls.want & POLLOUT) ||
+        SSL_pending(c->tls.ssl) > 0) {
         conn_read(c);
     }
+}
+
+/* One connection of the host died silently: the others as quiet may have
+ * died with it (one NAT, one network), so they are checked before they
+ * take the resent requests. */
+static void
+suspect_quiet(struct apns_host *h, int64_t now)
+{
+    struct apns_conn *c;
+
+    for (c = h->conns; c != NULL; c = c->next) {
+        if (!c->closing && c->state != CONN_CONNECTING &&
+            now - c->last_recv >= APNS_QUIET_MS) {
+            c->suspect = 1;
+            conn_ping(c, APNS_CHECK_PING_MS);
+        }
+    }
+}
+
+static int
+host_has_ready(const struct apns_host *h)
+{
+    const struct apns_conn *c;
+
+    for (c = h->conns; c != NULL; c = c->next) {
+        if (c->state == CONN_READY && !c->closing) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int
@@ -1374,6 +1456,14 @@ scan_timers(struct apns *a, int64_t now)
                 a->stats.timeouts++;
                 if (h->last_error[0] != '\0') {
                     attempt_fail(r, "no connection to APNs: %s", h->last_error);
+                } else if (!host_has_ready(h)) {
+                    attempt_fail(r,
+                                 "no connection to APNs within %d ms (still "
+                                 "connecting%s)",
+                                 a->opts.timeout_ms,
+                                 h->target.proxy_host[0] != '\0'
+                                     ? " through the proxy"
+                                     : "");
                 } else {
                     attempt_fail(r, "no free stream to APNs within %d ms",
                                  a->opts.timeout_ms);
@@ -1400,6 +1490,12 @@ scan_timers(struct apns *a, int64_t now)
                 if (now < r->deadline) {
                     continue;
                 }
+                /* Nothing heard since it went out: the connection may be
+                 * dead, not only this stream held. */
+                if (c->last_recv < r->sent_at) {
+                    c->suspect = 1;
+                    conn_ping(c, APNS_CHECK_PING_MS);
+                }
                 /* This stream alone gives up; the connection stays. */
                 nghttp2_session_set_stream_user_data(c->h2, r->stream_id, NULL);
                 nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE,
@@ -1408,15 +1504,14 @@ scan_timers(struct apns *a, int64_t now)
                 attempt_fail(r, "no answer from APNs within %d ms",
                              a->opts.timeout_ms);
             }
-            if (c->ping_sent != 0 && now - c->ping_sent >= ping_timeout_ms(a)) {
+            if (c->ping_sent != 0 && now - c->ping_sent >= c->ping_limit) {
                 a->stats.ping_fails++;
                 snprintf(why, sizeof(why), "no answer to PING within %d ms",
-                         ping_timeout_ms(a));
+                         c->ping_limit);
                 conn_close(c, why);
-            } else if (c->ping_sent == 0 &&
-                       now - c->last_recv >= a->opts.ping_interval_ms) {
-                nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
-                c->ping_sent = now;
+                suspect_quiet(h, now);
+            } else if (now - c->last_recv >= a->opts.ping_interval_ms) {
+                conn_ping(c, ping_timeout_ms(a));
             }
         }
     }
@@ -1506,7 +1601,7 @@ next_due(struct apns *a, int limit)
             if (c->state == CONN_CONNECTING) {
                 continue;
             }
-            t = c->ping_sent != 0 ? c->ping_sent + ping_timeout_ms(a)
+            t = c->ping_sent != 0 ? c->ping_sent + c->ping_limit
                                   : c->last_recv + a->opts.ping_interval_ms;
             if (t < due) {
                 due = t;
@@ -1628,18 +1723,7 @@ host_init(struct apns *a, struct apns_host *h, const char *url,
         snprintf(h->authority + n, sizeof(h->authority) - n, ":%d", port);
     }
     if (proxy == NULL && a->opts.proxy_from_env) {
-        const char *no = getenv("NO_PROXY");
-
-        proxy = getenv("HTTPS_PROXY");
-        if (proxy == NULL || proxy[0] == '\0') {
-            proxy = getenv("https_proxy");
-        }
-        if (no == NULL) {
-            no = getenv("no_proxy");
-        }
-        if (no != NULL && tlsconn_no_proxy(no, h->target.host)) {
-            proxy = NULL;
-        }
+        proxy = tlsconn_env_proxy(h->target.host);
     }
     if (proxy != NULL && proxy[0] != '\0' &&
         tlsconn_parse_proxy(&h->target, proxy, err) < 0) {

@@ -304,8 +304,12 @@ check_cert(struct check *c)
         tlsconn_use_cert(ctx, c->cfg.apns_cert_file, c->cfg.apns_cert_key_file,
                          c->cert_pass, err) < 0) {
         SSL_CTX_free(ctx);
-        return step_fail("client certificate: %s",
-                         ctx != NULL ? err : "no memory");
+        return step_fail(
+            "client certificate: %s%s", ctx != NULL ? err : "no memory",
+            c->cert_pass == NULL ? " (if the key is encrypted, "
+                                   "CALLPUSH_APNS_CERT_PASSWORD_FILE must hold "
+                                   "its passphrase)"
+                                 : "");
     }
     SSL_CTX_free(ctx);
     step_ok("client certificate %s with key %s", c->cfg.apns_cert_file,
@@ -523,24 +527,100 @@ fail:
     return -1;
 }
 
-/* Step: a TCP connection to the APNs host, trying each of its addresses
- * in turn within one deadline. */
+/* Opens the tunnel to the APNs host through the proxy c->fd is connected
+ * to. Returns 0, or -1 with why set. */
+static int
+check_tunnel(struct check *c, const struct tlsconn_target *t, char *why,
+             size_t len)
+{
+    struct buf req, answer;
+    char err[TLSCONN_ERR_MAX], chunk[512];
+    size_t off = 0;
+    ssize_t n;
+    int rc = 0;
+
+    buf_init(&req, 4096);
+    buf_init(&answer, 8192);
+    tlsconn_connect_request(&req, t);
+    while (rc == 0 && off < req.len) {
+        n = send(c->fd, req.data + off, req.len - off, MSG_NOSIGNAL);
+        if (n > 0) {
+            off += (size_t)n;
+        } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+            snprintf(why, len, "%s", strerror(errno));
+            rc = -1;
+        } else if (check_wait(c->fd, POLLOUT, c->deadline_ms) <= 0) {
+            snprintf(why, len, "no answer within %d ms",
+                     c->cfg.apns_timeout_ms);
+            rc = -1;
+        }
+    }
+    while (rc == 0) {
+        if (check_wait(c->fd, POLLIN, c->deadline_ms) <= 0) {
+            snprintf(why, len, "no answer to CONNECT within %d ms",
+                     c->cfg.apns_timeout_ms);
+            rc = -1;
+            break;
+        }
+        n = recv(c->fd, chunk, sizeof(chunk), 0);
+        if (n <= 0 && !(n < 0 && (errno == EAGAIN || errno == EINTR))) {
+            snprintf(why, len,
+                     "the proxy closed the connection before "
+                     "answering CONNECT");
+            rc = -1;
+            break;
+        }
+        buf_add(&answer, chunk, n > 0 ? (size_t)n : 0);
+        rc = tlsconn_connect_answer(answer.data, answer.len, err);
+        if (rc < 0) {
+            snprintf(why, len, "refused CONNECT: %s", err);
+        } else if (rc == 0 && buf_overflowed(&answer)) {
+            snprintf(why, len, "answer to CONNECT too long");
+            rc = -1;
+        }
+    }
+    buf_release(&req);
+    buf_release(&answer);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Step: a TCP connection to the APNs host, or to the proxy the worker
+ * would use (then a CONNECT tunnel through it), trying each address in
+ * turn within one deadline. */
 static int
 check_connect(struct check *c)
 {
     struct addrinfo hints, *res = NULL, *ai;
     char why[CHECK_TEXT_MAX] = "no address", addr[INET6_ADDRSTRLEN];
+    char err[TLSCONN_ERR_MAX], pwhere[TLSCONN_HOST_MAX + 16];
+    struct tlsconn_target t;
+    const char *proxy, *host = c->host, *port = c->port;
     int rc;
 
+    memset(&t, 0, sizeof(t));
+    proxy = c->cfg.apns_proxy[0] != '\0' ? c->cfg.apns_proxy
+                                         : tlsconn_env_proxy(c->host);
+    if (proxy != NULL) {
+        if (tlsconn_parse_proxy(&t, proxy, err) < 0) {
+            return step_fail("proxy: %s", err);
+        }
+        util_strlcpy(t.host, c->host, sizeof(t.host));
+        t.port = atoi(c->port);
+        snprintf(pwhere, sizeof(pwhere), "%d", t.proxy_port);
+        host = t.proxy_host;
+        port = pwhere;
+    }
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     c->deadline_ms = util_mono_ms() + c->cfg.apns_timeout_ms;
 
-    rc = getaddrinfo(c->host, c->port, &hints, &res);
+    rc = getaddrinfo(host, port, &hints, &res);
     if (rc != 0) {
-        return step_fail("cannot connect to APNs at %s: cannot resolve %s: %s",
-                         c->where, c->host,
+        free(t.proxy_auth);
+        return step_fail("cannot connect to %s at %s:%s: cannot resolve %s: "
+                         "%s",
+                         proxy != NULL ? "the proxy" : "APNs", host, port, host,
                          rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
     }
     for (ai = res; ai != NULL && c->fd < 0; ai = ai->ai_next) {
@@ -555,9 +635,28 @@ check_connect(struct check *c)
     freeaddrinfo(res);
 
     if (c->fd < 0) {
+        free(t.proxy_auth);
+        if (proxy != NULL) {
+            return step_fail("cannot connect to the proxy at %s:%s: %s", host,
+                             port, why);
+        }
         return step_fail("cannot connect to APNs at %s: %s", c->where, why);
     }
-    step_ok("connected to APNs at %s (address %s)", c->where, addr);
+    if (proxy == NULL) {
+        step_ok("connected to APNs at %s (address %s)", c->where, addr);
+        return 0;
+    }
+    step_ok("connected to the proxy at %s:%s (address %s)", host, port, addr);
+    rc = check_tunnel(c, &t, why, sizeof(why));
+    if (t.proxy_auth != NULL) {
+        OPENSSL_cleanse(t.proxy_auth, strlen(t.proxy_auth));
+        free(t.proxy_auth);
+    }
+    if (rc < 0) {
+        return step_fail("proxy %s:%s, tunnel to APNs at %s: %s", host, port,
+                         c->where, why);
+    }
+    step_ok("tunnel to APNs at %s through the proxy", c->where);
     return 0;
 }
 
@@ -647,6 +746,46 @@ check_tls(struct check *c)
     return 0;
 }
 
+/*
+ * With a client certificate, the handshake can succeed on our side before
+ * the server has judged the certificate (TLS 1.3): its verdict is the
+ * first thing it sends, an alert or its HTTP/2 SETTINGS. Reads that much,
+ * and writes nothing.
+ */
+static int
+check_cert_verdict(struct check *c)
+{
+    unsigned char data[64];
+    size_t n = 0;
+    int rc, error;
+
+    for (;;) {
+        ERR_clear_error();
+        errno = 0;
+        if (SSL_read_ex(c->ssl, data, sizeof(data), &n) == 1) {
+            step_ok("client certificate accepted (the server sent its "
+                    "HTTP/2 settings)");
+            return 0;
+        }
+        error = SSL_get_error(c->ssl, 0);
+        if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) {
+            return step_fail("the server at %s refused the client "
+                             "certificate %s: %s",
+                             c->where, c->cfg.apns_cert_file,
+                             check_tls_reason(error));
+        }
+        rc = check_wait(c->fd, error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT,
+                        c->deadline_ms);
+        if (rc <= 0) {
+            return step_fail("no answer from %s within %d ms after the "
+                             "handshake, so the client certificate %s is not "
+                             "known to be accepted",
+                             c->where, c->cfg.apns_timeout_ms,
+                             c->cfg.apns_cert_file);
+        }
+    }
+}
+
 /* Step: the server chose HTTP/2 in the handshake, as APNs must. */
 static int
 check_h2(struct check *c)
@@ -658,7 +797,7 @@ check_h2(struct check *c)
     SSL_get0_alpn_selected(c->ssl, &proto, &len);
     if (len == 2 && memcmp(proto, "h2", 2) == 0) {
         step_ok("HTTP/2 negotiated (ALPN h2)");
-        return 0;
+        return c->cfg.apns_cert_file[0] != '\0' ? check_cert_verdict(c) : 0;
     }
 
     /* The protocol name is the server's bytes: show printable ones. */

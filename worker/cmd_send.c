@@ -1,6 +1,7 @@
 #include "cmd_send.h"
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -345,10 +346,12 @@ send_on_done(void *ctx, const struct apns_push *push,
 /* The request as apns.c sends it, in its header order; the provider
  * token is never shown. */
 static void
-send_print_request(const char *url, const struct apns_push *p)
+send_print_request(const char *url, const struct apns_push *p, int with_token)
 {
     printf("POST %s\n", url);
-    printf("authorization: bearer <redacted>\n");
+    if (with_token) {
+        printf("authorization: bearer <redacted>\n");
+    }
     printf("apns-push-type: %s\n", p->push_type);
     printf("apns-topic: %s\n", p->topic);
     printf("apns-priority: %d\n", p->priority);
@@ -417,7 +420,7 @@ send_push(const struct config *cfg, struct jwt *jwt, struct apns_push *push,
         return -1;
     }
 
-    send_print_request(url, push);
+    send_print_request(url, push, jwt != NULL);
     push->ctx = ans;
     apns_submit(a, push);
 
@@ -501,6 +504,9 @@ cmd_send(int argc, char **argv)
     int sandbox, rc = 2;
 
     log_init(LOG_ERROR, stderr);
+    /* A server that drops the connection must not kill the command on a
+     * TLS write: the error is reported instead. */
+    signal(SIGPIPE, SIG_IGN);
     memset(&cfg, 0, sizeof(cfg));
     memset(&ans, 0, sizeof(ans));
     buf_init(&req.body, PAYLOAD_ALERT_MAX + 64);

@@ -1,4 +1,4 @@
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include "config.h"
 
 #include <ctype.h>
@@ -325,13 +325,37 @@ rule_text(const struct config_setting *s, char *out, size_t len)
 }
 
 /* Writes "ENV (--flag): <rule>, got "<value>"[: cause]" into err. */
+/* v with the password of a proxy URL's "user:password@", if any, replaced
+ * by "***", into out. */
+static void
+mask_password(char *out, size_t outlen, const char *v)
+{
+    const char *scheme = strstr(v, "://");
+    const char *user = scheme != NULL ? scheme + 3 : v;
+    /* The last '@' before the path ends the credentials, as the proxy
+     * parser reads them. */
+    const char *at = memrchr(user, '@', strcspn(user, "/"));
+    const char *colon =
+        at != NULL ? memchr(user, ':', (size_t)(at - user)) : NULL;
+
+    if (colon == NULL) {
+        util_strlcpy(out, v, outlen);
+        return;
+    }
+    snprintf(out, outlen, "%.*s:***%s", (int)(colon - v), v, at);
+}
+
 static int
 fail_rule(char *err, const struct config_setting *s, const char *value,
           const char *cause)
 {
-    char rule[128], quoted[300];
+    char rule[128], quoted[300], masked[300];
 
     rule_text(s, rule, sizeof(rule));
+    if (s->rule == CONFIG_RULE_PROXY) {
+        mask_password(masked, sizeof(masked), value);
+        value = masked;
+    }
     quote_value(quoted, sizeof(quoted), value);
     snprintf(err, CONFIG_ERR_MAX, "%s (--%s): %s, got %s%s%s", s->env, s->flag,
              rule, quoted, cause != NULL ? ": " : "",
@@ -1177,7 +1201,10 @@ config_print_help(FILE *out)
         const struct config_setting *s = &config_settings[i];
 
         fprintf(out, "  --%s %s\n", s->flag, s->arg);
-        if (s->def == NULL) {
+        if (s->def == NULL && is_token_setting(s)) {
+            fprintf(out, "%*s%s, required for token authentication.\n",
+                    HELP_INDENT, "", s->env);
+        } else if (s->def == NULL) {
             fprintf(out, "%*s%s, required.\n", HELP_INDENT, "", s->env);
         } else if (s->def[0] == '\0') {
             fprintf(out, "%*s%s, default none.\n", HELP_INDENT, "", s->env);
@@ -1246,28 +1273,6 @@ describe_str(struct buf *b, const char *s)
     free(copy);
 }
 
-/* A proxy URL with its password, if any, replaced by "***". */
-static void
-describe_proxy(struct buf *b, const char *v)
-{
-    const char *scheme = v != NULL ? strstr(v, "://") : NULL;
-    const char *user = scheme != NULL ? scheme + 3 : v;
-    const char *at, *colon;
-    struct buf masked;
-
-    if (v == NULL || (at = strchr(user, '@')) == NULL) {
-        describe_str(b, v != NULL ? v : "");
-        return;
-    }
-    colon = memchr(user, ':', (size_t)(at - user));
-    buf_init(&masked, 1024);
-    buf_add(&masked, v, (size_t)((colon != NULL ? colon : at) - v));
-    buf_adds(&masked, colon != NULL ? ":***" : "");
-    buf_adds(&masked, at);
-    describe_str(b, masked.data);
-    buf_release(&masked);
-}
-
 void
 config_describe(const struct config *cfg, struct buf *b)
 {
@@ -1296,7 +1301,11 @@ config_describe(const struct config *cfg, struct buf *b)
 
             buf_json_strz(b, log_level_name(*level));
         } else if (s->rule == CONFIG_RULE_PROXY) {
-            describe_proxy(b, *(char *const *)member_const(cfg, s));
+            char masked[1024];
+
+            mask_password(masked, sizeof(masked),
+                          *(char *const *)member_const(cfg, s));
+            describe_str(b, masked);
         } else {
             const char *v = *(char *const *)member_const(cfg, s);
 

@@ -409,7 +409,9 @@ push_metrics(const struct job *job, const struct apns_result *res)
     if (res->dropped) {
         return; /* a suppression, counted when its event settles */
     }
-    metrics_push(res->status, res->reason);
+    /* Without an answer the reason is free text (hosts, ports, library
+     * errors): one label value for all of them keeps the series few. */
+    metrics_push(res->status, res->status != 0 ? res->reason : "no answer");
     if (res->attempts > 1) {
         metrics_add(METRICS_RETRIES, (uint64_t)(res->attempts - 1));
     }

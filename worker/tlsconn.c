@@ -109,6 +109,8 @@ tlsconn_ctx_new(const char *ca_file, const char *cert_file,
     /* HTTP/2 needs TLS 1.2 or later (RFC 9113, section 9.2). */
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* HTTP/2 forbids renegotiation (RFC 9113, section 9.2.1). */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                               SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn)) != 0) {
@@ -175,25 +177,57 @@ start_handshake(struct tlsconn *c)
     return tlsconn_progress(c, POLLOUT);
 }
 
-static int
-start_tunnel(struct tlsconn *c)
+void
+tlsconn_connect_request(struct buf *out, const struct tlsconn_target *t)
 {
-    const struct tlsconn_target *t = c->target;
     char hp[TLSCONN_HOST_MAX + 16];
 
     host_port(hp, sizeof(hp), t->host, t->port);
-    buf_reset(&c->tunnel);
-    buf_addf(&c->tunnel, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", hp, hp);
+    buf_addf(out, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n", hp, hp);
     if (t->proxy_auth != NULL) {
         size_t n = strlen(t->proxy_auth);
         unsigned char *b64 = xmalloc(4 * ((n + 2) / 3) + 1);
 
         EVP_EncodeBlock(b64, (const unsigned char *)t->proxy_auth, (int)n);
-        buf_addf(&c->tunnel, "Proxy-Authorization: Basic %s\r\n", b64);
+        buf_addf(out, "Proxy-Authorization: Basic %s\r\n", b64);
         OPENSSL_cleanse(b64, strlen((char *)b64));
         free(b64);
     }
-    buf_adds(&c->tunnel, "\r\n");
+    buf_adds(out, "\r\n");
+}
+
+int
+tlsconn_connect_answer(const char *data, size_t len, char *err)
+{
+    const char *end = memmem(data, len, "\r\n\r\n", 4);
+    char line[128];
+    size_t n;
+    int status;
+
+    if (end == NULL) {
+        return 0;
+    }
+    n = strcspn(data, "\r\n");
+    snprintf(line, sizeof(line), "%.*s", (int)(n < sizeof(line) ? n : 127),
+             data);
+    if (sscanf(line, "HTTP/1.%*1[01] %3d", &status) != 1 || status != 200) {
+        snprintf(err, TLSCONN_ERR_MAX, "%s", line);
+        return -1;
+    }
+    if ((size_t)(end + 4 - data) != len) {
+        snprintf(err, TLSCONN_ERR_MAX, "data after the answer to CONNECT");
+        return -1;
+    }
+    return 1;
+}
+
+static int
+start_tunnel(struct tlsconn *c)
+{
+    const struct tlsconn_target *t = c->target;
+
+    buf_reset(&c->tunnel);
+    tlsconn_connect_request(&c->tunnel, t);
     c->tunnel_off = 0;
     c->state = TLSCONN_TUNNEL;
     c->want = POLLOUT;
@@ -253,7 +287,9 @@ tlsconn_start(struct tlsconn *c, SSL_CTX *ctx, const struct tlsconn_target *t)
     }
     freeaddrinfo(res);
     if (c->fd < 0) {
-        return fail(c, "connect to %s:%d: %s", host, port, strerror(saved));
+        return fail(c, "connect to %s%s:%d: %s",
+                    t->proxy_host[0] != '\0' ? "proxy " : "", host, port,
+                    strerror(saved));
     }
 
     c->ssl = SSL_new(ctx);
@@ -292,7 +328,9 @@ progress_connect(struct tlsconn *c, short revents)
         soerr = errno;
     }
     if (soerr != 0) {
-        return fail(c, "connect to %s:%d: %s", host, port, strerror(soerr));
+        return fail(c, "connect to %s%s:%d: %s",
+                    c->target->proxy_host[0] != '\0' ? "proxy " : "", host,
+                    port, strerror(soerr));
     }
     return after_connect(c) < 0 ? -1 : tlsconn_progress(c, POLLOUT);
 }
@@ -304,10 +342,9 @@ static int
 progress_tunnel(struct tlsconn *c, short revents)
 {
     const struct tlsconn_target *t = c->target;
-    char chunk[1024], line[128];
-    const char *end;
+    char chunk[1024], why[TLSCONN_ERR_MAX];
     ssize_t n;
-    int status;
+    int rc = 0;
 
     if (c->want == POLLOUT) {
         while (c->tunnel_off < c->tunnel.len) {
@@ -343,23 +380,17 @@ progress_tunnel(struct tlsconn *c, short revents)
             return fail(c, "proxy %s:%d: answer to CONNECT over %d bytes",
                         t->proxy_host, t->proxy_port, TLSCONN_TUNNEL_MAX);
         }
-        end = memmem(c->tunnel.data, c->tunnel.len, "\r\n\r\n", 4);
-        if (end != NULL) {
+        rc = tlsconn_connect_answer(c->tunnel.data, c->tunnel.len, why);
+        if (rc != 0) {
             break;
         }
     }
-    util_strlcpy(line, c->tunnel.data, sizeof(line));
-    line[strcspn(line, "\r\n")] = '\0';
-    if (sscanf(line, "HTTP/1.%*1[01] %3d", &status) != 1 || status != 200) {
+    if (rc < 0) {
         char hp[TLSCONN_HOST_MAX + 16];
 
         host_port(hp, sizeof(hp), t->host, t->port);
-        return fail(c, "proxy %s:%d refused CONNECT %s: %s", t->proxy_host,
-                    t->proxy_port, hp, line);
-    }
-    if ((size_t)(end + 4 - c->tunnel.data) != c->tunnel.len) {
-        return fail(c, "proxy %s:%d sent data after its answer to CONNECT",
-                    t->proxy_host, t->proxy_port);
+        return fail(c, "proxy %s:%d refused CONNECT %s: %.120s", t->proxy_host,
+                    t->proxy_port, hp, why);
     }
     buf_release(&c->tunnel);
     return start_handshake(c);
@@ -549,6 +580,38 @@ tlsconn_parse_hostport(const char *s, char *host, size_t hostlen, int *port,
     return 0;
 }
 
+static int
+hex_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f') {
+        return (c | 0x20) - 'a' + 10;
+    }
+    return -1;
+}
+
+/* A copy of the n bytes at s with each "%XY" decoded. */
+static char *
+percent_decode(const char *s, size_t n)
+{
+    char *out = xmalloc(n + 1);
+    size_t i, o = 0;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '%' && i + 2 < n && hex_value(s[i + 1]) >= 0 &&
+            hex_value(s[i + 2]) >= 0) {
+            out[o++] = (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
 int
 tlsconn_parse_proxy(struct tlsconn_target *t, const char *url, char *err)
 {
@@ -564,11 +627,13 @@ tlsconn_parse_proxy(struct tlsconn_target *t, const char *url, char *err)
                  url);
         return -1;
     }
-    at = strchr(p, '@');
-    if (at != NULL && (strchr(p, '/') == NULL || at < strchr(p, '/'))) {
+    /* The host starts after the last '@' (a password may hold one);
+     * user and password may also be percent-encoded. */
+    at = memrchr(p, '@', strcspn(p, "/"));
+    if (at != NULL) {
         free(t->proxy_auth);
-        t->proxy_auth = xstrndup(p, (size_t)(at - p));
-        p = at + 1;
+        t->proxy_auth = percent_decode(p, (size_t)((const char *)at - p));
+        p = (const char *)at + 1;
     }
     if (tlsconn_parse_hostport(p, t->proxy_host, sizeof(t->proxy_host), &port,
                                err) < 0) {
@@ -607,4 +672,23 @@ tlsconn_no_proxy(const char *list, const char *host)
         p = *end == ',' ? end + 1 : NULL;
     }
     return 0;
+}
+
+const char *
+tlsconn_env_proxy(const char *host)
+{
+    const char *proxy = getenv("HTTPS_PROXY");
+    const char *no = getenv("NO_PROXY");
+
+    if (proxy == NULL || proxy[0] == '\0') {
+        proxy = getenv("https_proxy");
+    }
+    if (no == NULL) {
+        no = getenv("no_proxy");
+    }
+    if (proxy == NULL || proxy[0] == '\0' ||
+        (no != NULL && tlsconn_no_proxy(no, host))) {
+        return NULL;
+    }
+    return proxy;
 }

@@ -116,4 +116,17 @@ int tlsconn_parse_proxy(struct tlsconn_target *t, const char *url, char *err);
  */
 int tlsconn_no_proxy(const char *list, const char *host);
 
+/* The proxy the environment names for host: HTTPS_PROXY (or
+ * https_proxy) unless NO_PROXY (or no_proxy) exempts host; NULL for
+ * none. */
+const char *tlsconn_env_proxy(const char *host);
+
+/* Appends the CONNECT request for t's host through its proxy to out. */
+void tlsconn_connect_request(struct buf *out, const struct tlsconn_target *t);
+
+/* Judges a proxy's answer to CONNECT, all len bytes read so far: 1 when
+ * it is a complete 200, 0 when more is needed, -1 with err set (the
+ * status line) when the proxy refused. */
+int tlsconn_connect_answer(const char *data, size_t len, char *err);
+
 #endif

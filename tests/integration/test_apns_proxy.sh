@@ -53,11 +53,13 @@ check "NO_PROXY: did not use the proxy" proxied "$before"
 
 kill "$PROXY_PID"
 wait "$PROXY_PID" 2>/dev/null || true
-start_proxy --auth "user:s3cret"
-run_one auth 7600004 CALLPUSH_APNS_PROXY="http://user:s3cret@${PROXY_URL#http://}"
+# The password holds an '@', written as is: the host follows the last one.
+start_proxy --auth "user:s3c@ret"
+run_one auth 7600004 CALLPUSH_APNS_PROXY="http://user:s3c@ret@${PROXY_URL#http://}"
 check "credentials: pushed" log_ge auth '"outcome":"pushed"' 1
-check "credentials: sent as Basic" grep -q '"auth": "user:s3cret", "status": 200' "$T/proxy.jsonl"
-check "credentials: not in the log" sh -c "! grep -q s3cret '$T/auth.log'"
+check "credentials: sent as Basic" grep -q '"auth": "user:s3c@ret", "status": 200' "$T/proxy.jsonl"
+check "credentials: no part of the password in the log" \
+    sh -c "! grep -q -e s3c -e 'ret@' '$T/auth.log'"
 
 invite_lines refused 7600005 1 >"$T/refused.events"
 env $(worker_env) CALLPUSH_APNS_PROXY="$PROXY_URL" CALLPUSH_GROUP=g-refused \
@@ -69,6 +71,24 @@ produce_lines call.invite "$T/refused.events"
 check "a refusing proxy is named with its answer" \
     wait_until 15 grep -q "refused CONNECT $APNS_HOSTPORT: HTTP/1.1 407" "$T/refused.log"
 
+# callpush check walks the same way: through the proxy, and says so.
+check_via() { # check_via NAME ENV...: callpush check with ENV
+    local name=$1
+    shift
+    env $(worker_env) "$@" "$CALLPUSH_BUILD/callpush" check >"$T/$name.out" 2>&1
+}
+before=$(wc -l <"$T/proxy.jsonl")
+check "check: passes through the proxy (password percent-encoded)" \
+    check_via check_proxy CALLPUSH_APNS_PROXY="http://user:s3c%40ret@${PROXY_URL#http://}"
+check "check: the proxy saw its CONNECT" test "$(wc -l <"$T/proxy.jsonl")" -gt "$before"
+check "check: says it used the proxy" grep -q "tunnel to APNs at" "$T/check_proxy.out"
+check "check: a refusing proxy fails the check" eval \
+    '! check_via check_refused CALLPUSH_APNS_PROXY="$PROXY_URL" &&
+     grep -q "refused CONNECT: HTTP/1.1 407" "$T/check_refused.out"'
+check "check: a proxy that is not there fails the check" eval \
+    '! check_via check_dead HTTPS_PROXY=http://127.0.0.1:1 &&
+     grep -q "cannot connect to the proxy at 127.0.0.1:1" "$T/check_dead.out"'
+
 run_bad() { # the worker refuses to start on a malformed proxy setting
     env $(worker_env) CALLPUSH_APNS_PROXY="$1" "$CALLPUSH_BUILD/callpush" \
         >"$T/bad.log" 2>&1 && return 1
@@ -76,4 +96,6 @@ run_bad() { # the worker refuses to start on a malformed proxy setting
 }
 check "socks5:// refused at start, naming the setting" run_bad "socks5://127.0.0.1:1080"
 check "a bad port refused at start" run_bad "http://127.0.0.1:99999"
+check "a refused proxy setting does not show its password" eval \
+    'run_bad "socks5://alice:TOPSECRET@127.0.0.1:3" && ! grep -q TOPSECRET "$T/bad.log"' 
 finish

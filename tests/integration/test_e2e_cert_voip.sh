@@ -204,5 +204,17 @@ check "check, certificate mode: names the certificate" \
     grep -q "ok: client certificate $C/client.crt" "$T/check_cert.out"
 check "check, certificate mode: signs no token" \
     grep -q "no provider token needed" "$T/check_cert.out"
+check "check, certificate mode: hears the server accept the certificate" \
+    grep -q "client certificate accepted" "$T/check_cert.out"
+check "send, certificate mode: prints no authorization header" \
+    sh -c "! grep -q '^authorization' '$T/send_cert.out'"
+wrong_cert() { # a certificate the stand-in's client CA did not sign
+    env -i PATH="$PATH" $(worker_base_env) \
+        CALLPUSH_APNS_CERT_FILE="$C/server.crt" \
+        CALLPUSH_APNS_CERT_KEY_FILE="$C/server.key" \
+        "$CALLPUSH_BUILD/callpush" check >"$T/check_wrong.out" 2>&1 && return 1
+    grep -q "FAIL: the server at .* refused the client certificate" "$T/check_wrong.out"
+}
+check "check, certificate mode: a certificate the server refuses fails" wrong_cert
 
 finish

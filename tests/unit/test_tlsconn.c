@@ -39,7 +39,13 @@ test_proxy_forms(void **state)
 
     assert_int_equal(parse(&t, "HTTP://me:p%40ss@10.0.0.1:3128", err), 0);
     assert_string_equal(t.proxy_host, "10.0.0.1");
-    assert_string_equal(t.proxy_auth, "me:p%40ss");
+    assert_string_equal(t.proxy_auth, "me:p@ss");
+    free(t.proxy_auth);
+
+    /* A raw '@' in the password: the host follows the last one. */
+    assert_int_equal(parse(&t, "http://me:Sup3rS@cret@proxy:8080", err), 0);
+    assert_string_equal(t.proxy_host, "proxy");
+    assert_string_equal(t.proxy_auth, "me:Sup3rS@cret");
     free(t.proxy_auth);
 }
 
