@@ -213,6 +213,18 @@ for i in range(count):
 PYEOF
 }
 
+# cancel_line CALL MSGID: one cancel as a "key|json" line, for call CALL,
+# to the device token that is MSGID in hex, created now.
+cancel_line() {
+    $PY - "$@" <<'PYEOF'
+import json, sys, time
+call, msgid = sys.argv[1], int(sys.argv[2])
+d = {"type": "cancel", "call_id": call, "_j_msgid": msgid,
+     "device_tokens": ["%064x" % msgid], "created_at": int(time.time() * 1000)}
+print("%s|%s" % (call, json.dumps(d)))
+PYEOF
+}
+
 # produce TOPIC KEY FILE: one Kafka message whose value is FILE's bytes.
 produce() {
     kcat -b "$BROKERS" -P -t "$1" -k "$2" "$3"

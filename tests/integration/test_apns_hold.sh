@@ -24,12 +24,7 @@ date +%s%3N >"$T/held.t0"
 sleep 0.5
 invite_lines after 7300100 20 >"$T/after"
 produce_lines call.invite "$T/after"
-$PY - >"$T/cancel" <<'PYEOF'
-import json, time
-d = {"type": "cancel", "call_id": "other-call", "_j_msgid": 7300200,
-     "device_tokens": ["%064x" % 7300200], "created_at": int(time.time() * 1000)}
-print("other-call|" + json.dumps(d))
-PYEOF
+cancel_line other-call 7300200 >"$T/cancel"
 produce_lines call.cancel "$T/cancel"
 wait_until 20 accepted_ge 21 || fail "pushes behind the held stream waited"
 # The held invite gives up when its ring window ends (8 s).

@@ -13,12 +13,7 @@ start_worker worker
 wait_assigned worker || { fail "worker got no partitions"; finish; }
 
 invite_lines warm 7950000 1 >"$T/warm"
-$PY - >>"$T/warm" <<'PYEOF'
-import json, time
-d = {"type": "cancel", "call_id": "warm-x", "_j_msgid": 7950001,
-     "device_tokens": ["%064x" % 7950001], "created_at": int(time.time() * 1000)}
-print("warm-x|" + json.dumps(d))
-PYEOF
+cancel_line warm-x 7950001 >>"$T/warm"
 produce_lines call.invite "$T/warm"
 wait_until 20 accepted_ge 2 || fail "the first pushes were not accepted"
 # Quiet for longer than the 5 s after which a request brings a PING.
@@ -26,12 +21,7 @@ sleep 6
 kill -USR1 "$APNS_PID"
 
 invite_lines after 7950100 1 >"$T/after"
-$PY - >>"$T/after" <<'PYEOF'
-import json, time
-d = {"type": "cancel", "call_id": "after-x", "_j_msgid": 7950101,
-     "device_tokens": ["%064x" % 7950101], "created_at": int(time.time() * 1000)}
-print("after-x|" + json.dumps(d))
-PYEOF
+cancel_line after-x 7950101 >>"$T/after"
 t0=$(date +%s%3N)
 produce_lines call.invite "$T/after"
 wait_until 20 accepted_ge 4 || fail "the pushes after the silence were not accepted"
