@@ -40,7 +40,7 @@
 #define APNS_HOSTS 2
 /* Longest an urgent push waits for a push to the same device that is on
  * the wire, to arrive after it. */
-#define APNS_ORDER_WAIT_MS 250
+#define APNS_ORDER_WAIT_MS 500
 /* A connection quiet this long is sent a PING with the next request, and
  * one whose stream passed its deadline with nothing heard since is
  * checked by a PING too; either PING gets this long. A silent
