@@ -740,6 +740,23 @@ consume(struct pipeline *pl)
     return consume_lane(pl, LANE_INVITE) | more;
 }
 
+/* What the APNs connections went through since start, for the summary. */
+static void
+log_apns_stats(struct buf *line, const struct apns *a)
+{
+    struct apns_stats st;
+
+    apns_get_stats(a, &st);
+    log_int(line, "apns_connects", (int64_t)st.connects);
+    log_int(line, "apns_connect_fails", (int64_t)st.connect_fails);
+    log_int(line, "apns_goaways", (int64_t)st.goaways);
+    log_int(line, "apns_resent", (int64_t)st.resent);
+    log_int(line, "apns_timeouts", (int64_t)st.timeouts);
+    log_int(line, "apns_ping_fails", (int64_t)st.ping_fails);
+    log_int(line, "apns_token_renewals", (int64_t)st.token_renewals);
+    log_int(line, "apns_token_moves", (int64_t)st.token_moves);
+}
+
 /* One line with the counters and the lag, for operators who read logs
  * rather than dashboards. */
 static void
@@ -765,6 +782,7 @@ log_summary(struct pipeline *pl)
     log_int(line, "apns_connections", metrics_gauge(METRICS_APNS_CONNECTIONS));
     log_int(line, "assigned_partitions", metrics_gauge(METRICS_ASSIGNED));
     log_int(line, "consumer_lag", metrics_lag_total());
+    log_apns_stats(line, pl->apns);
     log_end(line);
 }
 

@@ -95,7 +95,12 @@ import json, sys
 lines = [json.loads(l) for l in open(sys.argv[1]) if "\"summary\"" in l]
 want = {"invites", "cancels", "invalid", "pushed", "suppressed_late",
         "suppressed_expired", "retries", "dead_letters", "feedback",
-        "in_flight", "apns_connections", "assigned_partitions", "consumer_lag"}
+        "in_flight", "apns_connections", "assigned_partitions", "consumer_lag",
+        "apns_connects", "apns_connect_fails", "apns_goaways", "apns_resent",
+        "apns_timeouts", "apns_ping_fails", "apns_token_renewals",
+        "apns_token_moves"}
 assert want <= set(lines[-1]), sorted(want - set(lines[-1]))
+# The pushes went over connections the worker made, and none failed.
+assert lines[-1]["apns_connects"] >= 1 and lines[-1]["apns_connect_fails"] == 0
 ' "$T/worker.log"
 finish

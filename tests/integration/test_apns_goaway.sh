@@ -8,7 +8,8 @@ set -eu
 start_kafka
 # The delay keeps all 100 requests in flight when the GOAWAY goes out.
 start_apns --goaway-after 50 --delay-ms 300 --conn-record "$T/conns.jsonl"
-start_worker worker --apns-connections 1 --max-inflight 1000
+start_worker worker --apns-connections 1 --max-inflight 1000 \
+    --summary-interval-s 1
 wait_assigned worker || { fail "worker got no partitions"; finish; }
 
 invite_lines goaway 7100000 100 >"$T/events"
@@ -47,5 +48,11 @@ for e in errors:
 sys.exit(1 if errors else 0)
 PYEOF
 check "the worker logged the GOAWAY" log_ge worker 'GOAWAY' 1
+# The summary line counts the GOAWAY and the resent requests.
+summary_counts() {
+    grep '"msg":"summary"' "$T/worker.log" | tail -n 1 |
+        grep '"apns_goaways":[1-9]' | grep -q '"apns_resent":[1-9]'
+}
+check "the summary counts GOAWAYs and resent requests" wait_until 5 summary_counts
 check "every event settled as pushed" log_ge worker '"outcome":"pushed"' 100
 finish
