@@ -599,17 +599,32 @@ raw_skip_ws(const char *s, size_t len, size_t pos)
     return pos;
 }
 
+/*
+ * Where the last member looked up was found, so that members read in
+ * order (as decoding mostly does) cost one pass over their object, not
+ * one pass each.
+ */
+struct raw_cursor {
+    const char *obj; /* the object's text; NULL: nothing yet */
+    size_t index;    /* member number ... */
+    size_t pos;      /* ... whose key starts at this offset */
+};
+
 /* Returns the text of the value of member number index of object obj. */
 static struct span
-raw_member_value(struct span obj, size_t index)
+raw_member_value(struct raw_cursor *cur, struct span obj, size_t index)
 {
     struct span value = {NULL, 0};
-    size_t pos = 1, i;
+    size_t pos = 1, i = 0;
 
-    for (i = 0;; i++) {
-        size_t start;
+    if (cur->obj == obj.p && cur->index <= index) {
+        i = cur->index;
+        pos = cur->pos;
+    }
+    for (;; i++) {
+        size_t start, key;
 
-        pos = raw_skip_ws(obj.p, obj.len, pos);
+        key = pos = raw_skip_ws(obj.p, obj.len, pos);
         if (pos >= obj.len || obj.p[pos] != '"') {
             return value;
         }
@@ -618,6 +633,9 @@ raw_member_value(struct span obj, size_t index)
         start = raw_skip_ws(obj.p, obj.len, pos);
         pos = raw_skip_value(obj.p, obj.len, start);
         if (i == index) {
+            cur->obj = obj.p;
+            cur->index = i;
+            cur->pos = key;
             value.p = obj.p + start;
             value.len = pos - start;
             return value;
@@ -629,7 +647,8 @@ raw_member_value(struct span obj, size_t index)
 /* Returns the source text of item, a member of the object parent whose
  * text is parent_raw. */
 static struct span
-raw_of(const cJSON *parent, struct span parent_raw, const cJSON *item)
+raw_of(struct raw_cursor *cur, const cJSON *parent, struct span parent_raw,
+       const cJSON *item)
 {
     const cJSON *c;
     size_t index = 0;
@@ -637,7 +656,7 @@ raw_of(const cJSON *parent, struct span parent_raw, const cJSON *item)
     for (c = parent->child; c != NULL && c != item; c = c->next) {
         index++;
     }
-    return raw_member_value(parent_raw, index);
+    return raw_member_value(cur, parent_raw, index);
 }
 
 static int
@@ -678,6 +697,7 @@ struct decoder {
     struct event *ev;
     char *err;
     unsigned flags; /* EVENT_DECODE_* */
+    struct raw_cursor *cur;
 };
 
 /*
@@ -695,7 +715,7 @@ take_uint(const struct decoder *d, const cJSON *parent, struct span praw,
     if (!cJSON_IsNumber(item)) {
         return event_fail(d->err, "%s: not an integer", path);
     }
-    raw = raw_of(parent, praw, item);
+    raw = raw_of(d->cur, parent, praw, item);
     if (raw_has_fraction(raw)) {
         return event_fail(d->err, "%s: fraction or exponent not allowed", path);
     }
@@ -995,7 +1015,7 @@ decode_uid(struct decoder *d)
                   &v) < 0) {
         return -1;
     }
-    raw = raw_of(d->root, d->raw, item);
+    raw = raw_of(d->cur, d->root, d->raw, item);
     ev->uid = xstrndup(raw.p, raw.len);
     ev->uid_len = raw.len;
     return 0;
@@ -1048,7 +1068,7 @@ decode_caller(struct decoder *d)
     }
 
     /* A numeric id is kept as its exact JSON text, sign included. */
-    raw = raw_of(caller, raw_of(d->root, d->raw, caller), id);
+    raw = raw_of(d->cur, caller, raw_of(d->cur, d->root, d->raw, caller), id);
     if (raw_has_fraction(raw)) {
         return event_fail(d->err, "caller.id: fraction or exponent not "
                                   "allowed");
@@ -1179,7 +1199,7 @@ decode_extra(struct decoder *d, const cJSON *extras, struct span xraw,
         x->value = xstrndup(item->valuestring, vlen);
         x->value_len = vlen;
     } else if (cJSON_IsNumber(item) || cJSON_IsBool(item)) {
-        raw = raw_of(extras, xraw, item);
+        raw = raw_of(d->cur, extras, xraw, item);
         x = &d->ev->extras[d->ev->nextras++];
         x->kind = EVENT_EXTRA_RAW;
         x->value = xstrndup(raw.p, raw.len);
@@ -1215,7 +1235,7 @@ decode_extras(struct decoder *d)
     }
 
     d->ev->extras = xcalloc((size_t)n, sizeof(*d->ev->extras));
-    xraw = raw_of(d->root, d->raw, extras);
+    xraw = raw_of(d->cur, d->root, d->raw, extras);
     cJSON_ArrayForEach(item, extras)
     {
         if (decode_extra(d, extras, xraw, item) < 0) {
@@ -1280,7 +1300,8 @@ int
 event_decode_flags(struct event *ev, const char *data, size_t len,
                    unsigned flags, char *err)
 {
-    struct decoder d = {NULL, {NULL, 0}, ev, err, flags};
+    struct raw_cursor cur = {NULL, 0, 0};
+    struct decoder d = {NULL, {NULL, 0}, ev, err, flags, &cur};
     const char *end = NULL;
     cJSON *root = NULL;
     size_t bad, i;
