@@ -38,7 +38,7 @@ Scenarios (default sizes; --quick divides them, see QUICK below):
                last acceptance is shown too. Ceiling and transport send
                the same 100,000 pushes.
   latency      invites at a steady 5,000 events/s for 30 s into a worker
-               that is already assigned, written in 100 ms chunks; latency
+               that is already assigned, written in 10 ms chunks; latency
                is the stand-in's acceptance time minus the event's
                created_at, which the producer stamps as it hands each
                chunk to kcat.
@@ -78,7 +78,7 @@ Options:
   --connections N    HTTP/2 connections for every side (default 2)
   --inflight M       pushes in flight for every side (default 1000); h2load
                      gets min(streams, M / N) streams per connection
-  --chunk-ms MS      the latency producer's chunk interval (default 100)
+  --chunk-ms MS      the latency producer's chunk interval (default 10)
   --json FILE        also write the table and per-run details as JSON
   --build DIR        binaries (default $CALLPUSH_BUILD or <repo>/build);
                      missing ones are built there with cmake
@@ -990,6 +990,15 @@ def fmt(v, key):
     return "{:,.0f}".format(v)
 
 
+def ratio_text(v):
+    """A ratio; very small ones as 1/N, which "0.00x" would hide."""
+    if v is None:
+        return "-"
+    if 0 < v < 0.05:
+        return "1/%.0fx" % (1 / v)
+    return "%.2fx" % v
+
+
 def print_table(rows, out):
     heads = ["figure", "ceiling", "transport", "alternative", "callpush",
              "cp/alt", "cp/trans", "cp/ceil"]
@@ -1002,7 +1011,7 @@ def print_table(rows, out):
             out.write("\n")
         last = r["scenario"]
         cells = [fmt(r[s], r["figure"]) for s in SIDES]
-        cells += ["-" if r[n] is None else "%.2fx" % r[n] for n, _ in RATIOS]
+        cells += [ratio_text(r[n]) for n, _ in RATIOS]
         out.write("%-*s" % (width, r["label"]) +
                   "".join("%12s" % c for c in cells) + "\n")
 
@@ -1038,8 +1047,8 @@ def ensure_node():
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        description="callpush against h2load, its own transport and a "
-        "KafkaJS + node-apn worker (see the module docstring)")
+        usage=argparse.SUPPRESS, description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--only", default=",".join(SCENARIOS))
     p.add_argument("--sides", default=",".join(SIDES))
@@ -1114,9 +1123,11 @@ def main(argv):
     rows = build_rows(ctx, sizes, results)
     out = sys.stdout
     out.write("\ncallpush compared (%s sizes; %d connections, %d in flight "
-              "for every side; %d partitions; %.0f s)\n" % (
+              "for every side; %d partitions; latency fed every %d ms; "
+              "%.0f s)\n" % (
                   "quick" if args.quick else "default", args.connections,
-                  args.inflight, PARTITIONS, time.time() - started))
+                  args.inflight, PARTITIONS, args.chunk_ms,
+                  time.time() - started))
     out.write("pushes/s from the first to the last acceptance at the "
               "stand-in; latencies from created_at;\nratios are callpush "
               "divided by the other side.\n\n")
