@@ -324,7 +324,7 @@ apns_read_password(const char *path, char *err)
 }
 
 /*
- * Loads the client certificate and its key as libcurl will, and checks
+ * Loads the client certificate and its key as the TLS context will, and checks
  * that they belong together, so that a wrong file or passphrase is refused
  * at start with the setting's name rather than failing every handshake.
  */

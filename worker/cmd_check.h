@@ -4,12 +4,15 @@
  *
  * It loads the configuration exactly as the worker does (every CALLPUSH_*
  * variable and flag; CALLPUSH_BROKERS may be left out, as Kafka is not
- * involved), loads the signing key, signs a provider token, loads the CA
- * bundle, connects to the APNs host with CALLPUSH_APNS_TIMEOUT_MS as the
- * deadline, completes the TLS handshake with the certificate verified as
- * libcurl verifies it, and checks that the server agreed to HTTP/2 (ALPN
- * "h2"). Then it closes the connection: no HTTP/2 frame and no request is
- * ever sent. Each step prints one line on standard output:
+ * involved), loads the signing key and signs a provider token (or loads
+ * the client certificate), loads the CA bundle, connects to the APNs host
+ * (through the CONNECT proxy the worker would use) with
+ * CALLPUSH_APNS_TIMEOUT_MS as the deadline, completes the TLS handshake
+ * with the certificate verified as the worker verifies it, and checks that
+ * the server agreed to HTTP/2 (ALPN "h2"); with a client certificate it
+ * also reads the server's first bytes, its verdict on the certificate.
+ * Then it closes the connection: no HTTP/2 frame and no request is ever
+ * sent. Each step prints one line on standard output:
  *
  *   ok: signing key /etc/callpush/AuthKey.p8 (EC P-256)
  *   FAIL: cannot connect to APNs at 127.0.0.1:1: Connection refused
