@@ -11,10 +11,6 @@
 #include <cjson/cJSON.h>
 #include <nghttp2/nghttp2.h>
 #include <openssl/crypto.h>
-#include <openssl/err.h>
-#include <openssl/pem.h>
-#include <openssl/x509.h>
-#include <openssl/x509_vfy.h>
 
 #include "log.h"
 #include "tlsconn.h"
@@ -145,7 +141,6 @@ struct apns {
     int64_t next_scan;
     char auth[1024];   /* "bearer <JWT>" */
     uint64_t auth_gen; /* counts the tokens auth has held */
-    char *cert_pass;   /* the client key's passphrase, NULL for none */
     struct pollfd *pfds;
     struct apns_conn **pconns;
     size_t pcap;
@@ -270,23 +265,6 @@ apns_action_name(enum apns_action action)
     return "unknown";
 }
 
-/* A CA file that holds no certificate would fail every push later; refuse
- * it at start, where the error names the setting. */
-static int
-apns_check_ca(const char *path, char *err)
-{
-    X509_STORE *store = X509_STORE_new();
-    int loaded = store != NULL && X509_STORE_load_file(store, path) == 1;
-
-    X509_STORE_free(store);
-    if (!loaded) {
-        snprintf(err, APNS_ERR_MAX,
-                 "CALLPUSH_APNS_CA_FILE %s: no PEM certificate in it", path);
-        return -1;
-    }
-    return 0;
-}
-
 /* The passphrase a certificate key's password file holds: its first line,
  * without the line end. Longer than a PEM passphrase may be is refused. */
 #define APNS_PASS_MAX 1024
@@ -321,59 +299,6 @@ apns_read_password(const char *path, char *err)
     pass = xstrdup(line);
     OPENSSL_cleanse(line, sizeof(line));
     return pass;
-}
-
-/*
- * Loads the client certificate and its key as the TLS context will, and checks
- * that they belong together, so that a wrong file or passphrase is refused
- * at start with the setting's name rather than failing every handshake.
- */
-static int
-apns_check_cert(const struct apns_opts *o, char *pass, char *err)
-{
-    X509 *cert = NULL;
-    EVP_PKEY *key = NULL;
-    FILE *f;
-    int rc = -1;
-
-    f = fopen(o->cert_file, "r");
-    if (f != NULL) {
-        cert = PEM_read_X509(f, NULL, NULL, NULL);
-        fclose(f);
-    }
-    if (cert == NULL) {
-        snprintf(err, APNS_ERR_MAX,
-                 "CALLPUSH_APNS_CERT_FILE %s: no PEM certificate in it",
-                 o->cert_file);
-        goto out;
-    }
-    f = fopen(o->cert_key_file, "r");
-    if (f != NULL) {
-        key = PEM_read_PrivateKey(f, NULL, tlsconn_pass_cb, pass);
-        fclose(f);
-    }
-    if (key == NULL) {
-        snprintf(err, APNS_ERR_MAX,
-                 "CALLPUSH_APNS_CERT_KEY_FILE %s: no PEM private key in it, "
-                 "or it is encrypted and CALLPUSH_APNS_CERT_PASSWORD_FILE "
-                 "does not hold its passphrase",
-                 o->cert_key_file);
-        goto out;
-    }
-    if (X509_check_private_key(cert, key) != 1) {
-        snprintf(err, APNS_ERR_MAX,
-                 "CALLPUSH_APNS_CERT_KEY_FILE %s: not the key of "
-                 "CALLPUSH_APNS_CERT_FILE %s",
-                 o->cert_key_file, o->cert_file);
-        goto out;
-    }
-    rc = 0;
-
-out:
-    ERR_clear_error();
-    EVP_PKEY_free(key);
-    X509_free(cert);
-    return rc;
 }
 
 /* ---- clocks, tokens, requests ------------------------------------------ */
@@ -1757,17 +1682,70 @@ host_free(struct apns_host *h)
     free(h->target.proxy_auth);
 }
 
+/*
+ * The TLS context every connection uses, with what it trusts and, with
+ * certificate authentication, the certificate it presents. Errors name
+ * the setting at fault, so a wrong file or passphrase is refused at start
+ * rather than failing every handshake.
+ */
+static int
+apns_tls(struct apns *a, const struct apns_opts *o, const char *pass, char *err)
+{
+    char why[TLSCONN_ERR_MAX];
+
+    a->ctx = tlsconn_ctx_new(why);
+    if (a->ctx == NULL) {
+        snprintf(err, APNS_ERR_MAX, "%s", why);
+        return -1;
+    }
+    if (tlsconn_use_ca(a->ctx, o->ca_file, why) < 0) {
+        if (o->ca_file != NULL) {
+            snprintf(err, APNS_ERR_MAX,
+                     "CALLPUSH_APNS_CA_FILE %s: no PEM certificate in it",
+                     o->ca_file);
+        } else {
+            snprintf(err, APNS_ERR_MAX,
+                     "cannot load the default CA store: %.200s", why);
+        }
+        return -1;
+    }
+    if (o->cert_file == NULL) {
+        return 0;
+    }
+    switch (
+        tlsconn_use_cert(a->ctx, o->cert_file, o->cert_key_file, pass, why)) {
+    case 0:
+        return 0;
+    case TLSCONN_BAD_CERT:
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_FILE %s: no PEM certificate in it",
+                 o->cert_file);
+        break;
+    case TLSCONN_BAD_KEY:
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_KEY_FILE %s: no PEM private key in it, "
+                 "or it is encrypted and CALLPUSH_APNS_CERT_PASSWORD_FILE "
+                 "does not hold its passphrase",
+                 o->cert_key_file);
+        break;
+    default:
+        snprintf(err, APNS_ERR_MAX,
+                 "CALLPUSH_APNS_CERT_KEY_FILE %s: not the key of "
+                 "CALLPUSH_APNS_CERT_FILE %s",
+                 o->cert_key_file, o->cert_file);
+        break;
+    }
+    return -1;
+}
+
 struct apns *
 apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
 {
     struct apns *a;
     char *pass = NULL;
-    char why[TLSCONN_ERR_MAX];
+    int rc;
     int i;
 
-    if (opts->ca_file != NULL && apns_check_ca(opts->ca_file, err) < 0) {
-        return NULL;
-    }
     if ((opts->cert_file == NULL) == (opts->jwt == NULL)) {
         snprintf(err, APNS_ERR_MAX,
                  "give either a provider token signer or a client "
@@ -1783,7 +1761,6 @@ apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
     }
     a = xcalloc(1, sizeof(*a));
     a->opts = *opts;
-    a->cert_pass = pass;
     a->done = done;
     if (a->opts.ping_interval_ms <= 0) {
         a->opts.ping_interval_ms = APNS_PING_DEFAULT_MS;
@@ -1791,13 +1768,13 @@ apns_new(const struct apns_opts *opts, apns_done_fn *done, char *err)
     if (a->opts.connections < 1) {
         a->opts.connections = 1;
     }
-    if (opts->cert_file != NULL && apns_check_cert(opts, pass, err) < 0) {
-        goto fail;
+    /* The key is loaded now, or refused: its passphrase is not kept. */
+    rc = apns_tls(a, opts, pass, err);
+    if (pass != NULL) {
+        OPENSSL_cleanse(pass, strlen(pass));
+        free(pass);
     }
-    a->ctx = tlsconn_ctx_new(opts->ca_file, opts->cert_file,
-                             opts->cert_key_file, pass, why);
-    if (a->ctx == NULL) {
-        snprintf(err, APNS_ERR_MAX, "%s", why);
+    if (rc < 0) {
         goto fail;
     }
     a->nhosts = strcmp(opts->production_url, opts->sandbox_url) == 0 ? 1 : 2;
@@ -1850,10 +1827,6 @@ apns_free(struct apns *a)
     nghttp2_session_callbacks_del(a->cbs);
     nghttp2_option_del(a->h2opt);
     SSL_CTX_free(a->ctx);
-    if (a->cert_pass != NULL) {
-        OPENSSL_cleanse(a->cert_pass, strlen(a->cert_pass));
-    }
-    free(a->cert_pass);
     free(a->pfds);
     free(a->pconns);
     free(a);

@@ -49,8 +49,8 @@ ssl_error(char *out, size_t outlen, const char *what)
     return out;
 }
 
-int
-tlsconn_pass_cb(char *buf, int size, int rwflag, void *userdata)
+static int
+pass_cb(char *buf, int size, int rwflag, void *userdata)
 {
     const char *pass = userdata;
     size_t n = pass != NULL ? strlen(pass) : 0;
@@ -67,10 +67,10 @@ tlsconn_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file,
                  const char *pass, char *err)
 {
     char why[128];
-    int rc = -1;
+    int rc = TLSCONN_BAD_CERT;
 
     ERR_clear_error();
-    SSL_CTX_set_default_passwd_cb(ctx, tlsconn_pass_cb);
+    SSL_CTX_set_default_passwd_cb(ctx, pass_cb);
     SSL_CTX_set_default_passwd_cb_userdata(ctx, (void *)pass);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
         snprintf(err, TLSCONN_ERR_MAX, "certificate %s: %s", cert_file,
@@ -79,10 +79,12 @@ tlsconn_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file,
                1) {
         snprintf(err, TLSCONN_ERR_MAX, "certificate key %s: %s", key_file,
                  ssl_error(why, sizeof(why), "no PEM private key in it"));
+        rc = TLSCONN_BAD_KEY;
     } else if (SSL_CTX_check_private_key(ctx) != 1) {
         snprintf(err, TLSCONN_ERR_MAX,
                  "certificate key %s is not the key of %s", key_file,
                  cert_file);
+        rc = TLSCONN_KEY_MISMATCH;
     } else {
         rc = 0;
     }
@@ -92,9 +94,23 @@ tlsconn_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file,
     return rc;
 }
 
+int
+tlsconn_use_ca(SSL_CTX *ctx, const char *ca_file, char *err)
+{
+    char why[128];
+    int ok = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                             : SSL_CTX_set_default_verify_paths(ctx);
+
+    if (ok != 1) {
+        snprintf(err, TLSCONN_ERR_MAX, "%s",
+                 ssl_error(why, sizeof(why), "no PEM certificate in it"));
+        return -1;
+    }
+    return 0;
+}
+
 SSL_CTX *
-tlsconn_ctx_new(const char *ca_file, const char *cert_file,
-                const char *key_file, const char *pass, char *err)
+tlsconn_ctx_new(char *err)
 {
     static const unsigned char alpn[] = {2, 'h', '2'};
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -116,21 +132,6 @@ tlsconn_ctx_new(const char *ca_file, const char *cert_file,
     if (SSL_CTX_set_alpn_protos(ctx, alpn, sizeof(alpn)) != 0) {
         snprintf(err, TLSCONN_ERR_MAX, "cannot set ALPN: %s",
                  ssl_error(why, sizeof(why), "unknown error"));
-        goto fail;
-    }
-    if (ca_file != NULL) {
-        if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-            snprintf(err, TLSCONN_ERR_MAX, "CA file %s: %s", ca_file,
-                     ssl_error(why, sizeof(why), "no PEM certificate in it"));
-            goto fail;
-        }
-    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
-        snprintf(err, TLSCONN_ERR_MAX, "cannot load the default CA store: %s",
-                 ssl_error(why, sizeof(why), "unknown error"));
-        goto fail;
-    }
-    if (cert_file != NULL &&
-        tlsconn_use_cert(ctx, cert_file, key_file, pass, err) < 0) {
         goto fail;
     }
     ERR_clear_error();

@@ -56,17 +56,25 @@ struct tlsconn {
 };
 
 /*
- * A client context: verifies the server against ca_file (NULL: OpenSSL's
- * default store) and offers ALPN "h2". With cert_file, it presents that
- * PEM certificate chain and the key in key_file, decrypted with pass
- * (NULL: not encrypted). Returns NULL with err set.
+ * A client context that verifies the server and offers only ALPN "h2";
+ * what it trusts comes from tlsconn_use_ca(). Returns NULL with err set.
  */
-SSL_CTX *tlsconn_ctx_new(const char *ca_file, const char *cert_file,
-                         const char *key_file, const char *pass, char *err);
+SSL_CTX *tlsconn_ctx_new(char *err);
+
+/* Makes ctx trust the PEM certificates in ca_file (NULL: OpenSSL's default
+ * store). Returns 0, or -1 with err set to OpenSSL's reason. */
+int tlsconn_use_ca(SSL_CTX *ctx, const char *ca_file, char *err);
+
+/* What tlsconn_use_cert() found wrong, so callers can name their setting. */
+enum {
+    TLSCONN_BAD_CERT = -1,    /* no PEM certificate in the file */
+    TLSCONN_BAD_KEY = -2,     /* no key, or not decrypted by pass */
+    TLSCONN_KEY_MISMATCH = -3 /* the key is not the certificate's */
+};
 
 /* Makes ctx present the PEM certificate chain in cert_file, with the key
- * in key_file decrypted by pass (NULL: not encrypted). Returns 0, or -1
- * with err set. */
+ * in key_file decrypted by pass (NULL: not encrypted). Returns 0, or one
+ * of the values above with err set. */
 int tlsconn_use_cert(SSL_CTX *ctx, const char *cert_file, const char *key_file,
                      const char *pass, char *err);
 
@@ -90,10 +98,6 @@ ssize_t tlsconn_write(struct tlsconn *c, const void *data, size_t len);
 
 /* Closes the socket and frees the TLS state; safe on a closed one. */
 void tlsconn_close(struct tlsconn *c);
-
-/* OpenSSL's passphrase callback: hands over userdata, a NUL-terminated
- * passphrase (NULL: none, which fails an encrypted key). */
-int tlsconn_pass_cb(char *buf, int size, int rwflag, void *userdata);
 
 /*
  * Parses "host[:port][/]" or "[v6addr][:port][/]" into host (without
