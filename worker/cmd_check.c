@@ -43,8 +43,7 @@ extern char **environ;
 struct check {
     struct config cfg;
     struct jwt *jwt;
-    char *cert_pass; /* certificate authentication: the key's passphrase */
-    const char *url; /* the APNs base URL the worker would use */
+    const char *url;           /* the APNs base URL the worker would use */
     char host[CHECK_HOST_MAX]; /* IPv6 without its brackets */
     char port[8];
     char where[CHECK_HOST_MAX + 16]; /* host:port, as shown */
@@ -286,32 +285,40 @@ check_config(struct check *c, int argc, char **argv)
 }
 
 /* With certificate authentication: the certificate and its key, loaded
- * as the worker loads them. */
+ * as the worker loads them, into the context the handshake will use. */
 static int
 check_cert(struct check *c)
 {
     char err[APNS_ERR_MAX];
-    SSL_CTX *ctx;
+    char *pass = NULL;
+    int rc;
 
     if (c->cfg.apns_cert_password_file[0] != '\0') {
-        c->cert_pass = apns_read_password(c->cfg.apns_cert_password_file, err);
-        if (c->cert_pass == NULL) {
+        pass = apns_read_password(c->cfg.apns_cert_password_file, err);
+        if (pass == NULL) {
             return step_fail("%s", err);
         }
     }
-    ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == NULL ||
-        tlsconn_use_cert(ctx, c->cfg.apns_cert_file, c->cfg.apns_cert_key_file,
-                         c->cert_pass, err) < 0) {
-        SSL_CTX_free(ctx);
-        return step_fail(
-            "client certificate: %s%s", ctx != NULL ? err : "no memory",
-            c->cert_pass == NULL ? " (if the key is encrypted, "
-                                   "CALLPUSH_APNS_CERT_PASSWORD_FILE must hold "
-                                   "its passphrase)"
-                                 : "");
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (c->ctx == NULL) {
+        rc = -1;
+        util_strlcpy(err, "no memory", sizeof(err));
+    } else {
+        rc = tlsconn_use_cert(c->ctx, c->cfg.apns_cert_file,
+                              c->cfg.apns_cert_key_file, pass, err);
     }
-    SSL_CTX_free(ctx);
+    if (pass != NULL) {
+        OPENSSL_cleanse(pass, strlen(pass));
+        free(pass);
+    }
+    if (rc < 0) {
+        return step_fail(
+            "client certificate: %s%s", err,
+            c->cfg.apns_cert_password_file[0] == '\0'
+                ? " (if the key is encrypted, "
+                  "CALLPUSH_APNS_CERT_PASSWORD_FILE must hold its passphrase)"
+                : "");
+    }
     step_ok("client certificate %s with key %s", c->cfg.apns_cert_file,
             c->cfg.apns_cert_key_file);
     return 0;
@@ -426,22 +433,15 @@ check_ca(struct check *c)
     const char *dir = getenv(X509_get_default_cert_dir_env());
     int n;
 
-    c->ctx = SSL_CTX_new(TLS_client_method());
+    /* With a client certificate, check_key() made the context already. */
+    if (c->ctx == NULL) {
+        c->ctx = SSL_CTX_new(TLS_client_method());
+    }
     if (c->ctx == NULL) {
         return step_fail("TLS: cannot set up OpenSSL: %s", openssl_reason());
     }
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, check_on_verify);
-    if (c->cfg.apns_cert_file[0] != '\0') {
-        char err[TLSCONN_ERR_MAX];
-
-        /* Loaded once already by check_key(): this cannot fail now. */
-        if (tlsconn_use_cert(c->ctx, c->cfg.apns_cert_file,
-                             c->cfg.apns_cert_key_file, c->cert_pass,
-                             err) < 0) {
-            return step_fail("client certificate: %s", err);
-        }
-    }
 
     if (mine[0] != '\0') {
         if (SSL_CTX_load_verify_locations(c->ctx, mine, NULL) != 1) {
@@ -828,10 +828,6 @@ check_release(struct check *c)
     }
     SSL_CTX_free(c->ctx);
     jwt_free(c->jwt);
-    if (c->cert_pass != NULL) {
-        OPENSSL_cleanse(c->cert_pass, strlen(c->cert_pass));
-        free(c->cert_pass);
-    }
     config_release(&c->cfg);
     ERR_clear_error();
 }
